@@ -1,0 +1,74 @@
+"""agentforum: multi-agent systems as git-like trees of immutable messages."""
+
+from ._agents import Agent as Agent
+from ._agents import AgentCall as AgentCall
+from ._agents import AgentFunction as AgentFunction
+from ._agents import InteractionContext as InteractionContext
+from ._exceptions import AgentCancelled as AgentCancelled
+from ._exceptions import AgentError as AgentError
+from ._exceptions import AgentForumError as AgentForumError
+from ._exceptions import AmbiguousHashError as AmbiguousHashError
+from ._exceptions import EmptySequenceError as EmptySequenceError
+from ._exceptions import ForumNotRunningError as ForumNotRunningError
+from ._exceptions import IntegrityError as IntegrityError
+from ._exceptions import MessageNotFoundError as MessageNotFoundError
+from ._forum import Forum as Forum
+from ._json import FrozenDict as FrozenDict
+from ._json import JSONValue as JSONValue
+from ._messages import CallMessage as CallMessage
+from ._messages import ErrorMessage as ErrorMessage
+from ._messages import ForwardedMessage as ForwardedMessage
+from ._messages import Message as Message
+from ._messages import decode_message as decode_message
+from ._messages import encode_message as encode_message
+from ._promises import MessagePromise as MessagePromise
+from ._promises import MessageSequence as MessageSequence
+from ._promises import StreamedMessage as StreamedMessage
+from ._stores._memory import MemoryStore as MemoryStore
+from ._stores._protocol import IntegrityProblem as IntegrityProblem
+from ._stores._protocol import MessageStore as MessageStore
+
+__all__ = (
+    "Agent",
+    "AgentCall",
+    "AgentCancelled",
+    "AgentError",
+    "AgentForumError",
+    "AgentFunction",
+    "AmbiguousHashError",
+    "CallMessage",
+    "EmptySequenceError",
+    "ErrorMessage",
+    "Forum",
+    "ForumNotRunningError",
+    "ForwardedMessage",
+    "FrozenDict",
+    "IntegrityError",
+    "IntegrityProblem",
+    "InteractionContext",
+    "JSONValue",
+    "MemoryStore",
+    "Message",
+    "MessageNotFoundError",
+    "MessagePromise",
+    "MessageSequence",
+    "MessageStore",
+    "StreamedMessage",
+    "decode_message",
+    "encode_message",
+)
+
+
+def _fixup_module_metadata() -> None:
+    # Public names say ``agentforum.X`` in reprs, tracebacks and docs, as trio and httpx do.
+    for name in __all__:
+        value = globals()[name]
+        if getattr(value, "__module__", "").startswith("agentforum."):
+            try:
+                value.__module__ = __name__
+            except (AttributeError, TypeError):  # pragma: no cover - type aliases
+                pass
+
+
+_fixup_module_metadata()
+del _fixup_module_metadata

@@ -1,0 +1,213 @@
+"""Agents, their calls, and the context an agent function receives."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeAlias
+
+from ._call import Call, current_call
+from ._exceptions import ForumNotRunningError
+from ._json import EMPTY, FrozenDict, JSONValue, freeze_mapping
+from ._messages import Message, is_hash
+from ._promises import MessagePromise, MessageSequence
+
+if TYPE_CHECKING:
+    from ._forum import Forum
+
+
+AgentFunction: TypeAlias = Callable[..., Awaitable[None]]
+"""An agent function: ``async def f(ctx: InteractionContext, **kwargs) -> None``."""
+
+
+def _check_point(value: object, name: str) -> None:
+    if value is None or isinstance(value, (Message, MessagePromise)):
+        return
+    if isinstance(value, str):
+        if name == "reply_to" and not is_hash(value):
+            raise ValueError(f"reply_to must be a full message hash, got {value!r}")
+        return
+    raise TypeError(
+        f"{name} must be a Message, a MessagePromise or a message hash (str), "
+        f"not {type(value).__qualname__}"
+    )
+
+
+class Agent:
+    """An agent of a :class:`Forum`: an agent function with a name. Made by ``@forum.agent``.
+
+    Calling it (:meth:`ask`, :meth:`tell`, :meth:`start_asking`) starts the function in the
+    forum's task group, nested in the task group of the calling agent's call, and returns at
+    once. Keyword arguments of a call go to the function and are part of its
+    :class:`CallMessage` (JSON values; they reach the function frozen: lists as tuples).
+    """
+
+    __slots__ = ("alias", "description", "forum", "function")
+
+    def __init__(self, forum: Forum, function: AgentFunction, alias: str, description: str) -> None:
+        #: The forum the agent belongs to.
+        self.forum = forum
+        #: The agent function.
+        self.function = function
+        #: The agent's name in the tree: the sender of its messages, the receiver of its calls.
+        self.alias = alias
+        #: What the agent does, in words (from the decorator or the function's docstring).
+        self.description = description
+
+    def __repr__(self) -> str:
+        return f"<Agent {self.alias!r}>"
+
+    def ask(
+        self,
+        content: object = None,
+        *,
+        branch_from: Message | MessagePromise | str | None = None,
+        blank_history: bool = False,
+        **kwargs: JSONValue,
+    ) -> MessageSequence:
+        """Call the agent with ``content`` as the requests; return the responses at once.
+
+        Args:
+            content: The requests: a ``str``, :class:`Message`, :class:`MessagePromise`,
+                :class:`StreamedMessage`, :class:`MessageSequence`, or a sync or async
+                iterable of these (flattened in order); ``None`` for no request.
+            branch_from: Continue the branch after this message (or hash, or hash prefix).
+            blank_history: Start a new tree (the first request becomes a root).
+            kwargs: Keyword arguments for the agent function (JSON values).
+
+        Raises:
+            ForumNotRunningError: the forum is not running.
+            TypeError: content or a keyword argument of a type that is not allowed.
+        """
+        call = self._start(branch_from, blank_history, kwargs)
+        call.send("requests", content, None, EMPTY)
+        call.close_requests()
+        return MessageSequence(call.responses, self.forum)
+
+    def tell(
+        self,
+        content: object = None,
+        *,
+        branch_from: Message | MessagePromise | str | None = None,
+        blank_history: bool = False,
+        **kwargs: JSONValue,
+    ) -> None:
+        """Call the agent like :meth:`ask`, without its responses.
+
+        The responses are still recorded in the tree. If the call fails, nobody observes its
+        error, so with ``strict_errors`` the forum raises it when it exits.
+        """
+        self.ask(content, branch_from=branch_from, blank_history=blank_history, **kwargs)
+
+    def start_asking(
+        self,
+        *,
+        branch_from: Message | MessagePromise | str | None = None,
+        blank_history: bool = False,
+        **kwargs: JSONValue,
+    ) -> AgentCall:
+        """Start a call whose requests are sent later, while the agent may already read them.
+
+        Returns an :class:`AgentCall`: send requests with :meth:`AgentCall.send_request`,
+        then get the responses with :meth:`AgentCall.response_sequence`, which closes the
+        requests. Requests left open are closed when the agent function (or the
+        ``async with forum:`` block) that started the call ends.
+        """
+        call = self._start(branch_from, blank_history, kwargs)
+        owner = call.caller
+        (owner.open_calls if owner is not None else self.forum._open_calls).append(call)
+        return AgentCall(call)
+
+    def _start(
+        self,
+        branch_from: Message | MessagePromise | str | None,
+        blank_history: bool,
+        kwargs: dict[str, JSONValue],
+    ) -> Call:
+        forum = self.forum
+        group = forum._task_group
+        if group is None:
+            raise ForumNotRunningError(
+                f"agent {self.alias!r} was called while its forum is not running: "
+                "call agents inside `async with forum:`"
+            )
+        _check_point(branch_from, "branch_from")
+        if branch_from is not None and blank_history:
+            raise ValueError("give branch_from or blank_history=True, not both")
+        frozen = FrozenDict._trusted(freeze_mapping(kwargs, "kwargs")) if kwargs else EMPTY
+        caller = current_call.get()
+        if caller is not None and caller.forum is not forum:
+            caller = None
+        call = Call(self, frozen, branch_from, blank_history, caller)
+        if caller is not None and caller.task_group is not None:
+            group = caller.task_group
+        group.start_soon(call.run, name=f"call of {self.alias}")
+        return call
+
+
+class AgentCall:
+    """A call started by :meth:`Agent.start_asking`, whose requests are still being sent."""
+
+    __slots__ = ("_call",)
+
+    def __init__(self, call: Call) -> None:
+        self._call = call
+
+    def __repr__(self) -> str:
+        return f"<AgentCall of {self._call.agent.alias!r}>"
+
+    def send_request(self, content: object) -> AgentCall:
+        """Queue ``content`` as more requests (never blocks); return this call, for chaining.
+
+        Raises:
+            TypeError: content of a type that is not allowed.
+            anyio.ClosedResourceError: the requests are closed.
+        """
+        self._call.send("requests", content, None, EMPTY)
+        return self
+
+    def response_sequence(self) -> MessageSequence:
+        """Close the requests and return the responses (the same sequence every time)."""
+        self._call.close_requests()
+        return MessageSequence(self._call.responses, self._call.forum)
+
+
+class InteractionContext:
+    """What an agent function receives: its requests, a way to respond, its agent and forum."""
+
+    __slots__ = ("_call", "agent", "forum", "request_messages")
+
+    def __init__(self, call: Call) -> None:
+        self._call = call
+        #: The agent being called.
+        self.agent: Agent = call.agent
+        #: The agent's forum.
+        self.forum: Forum = call.forum
+        #: The requests, as promises, as they arrive (full duplex: before they all exist).
+        self.request_messages = MessageSequence(call.requests, call.forum)
+
+    def __repr__(self) -> str:
+        return f"<InteractionContext of {self.agent.alias!r}>"
+
+    def respond(
+        self,
+        content: object,
+        *,
+        reply_to: Message | MessagePromise | str | None = None,
+        **metadata: JSONValue,
+    ) -> None:
+        """Queue ``content`` as responses, in order. Never blocks.
+
+        Content is as for :meth:`Agent.ask`; responding with another call's
+        :class:`MessageSequence` passes its messages, and their tokens live, to this call's
+        consumers. New messages reply to ``reply_to`` (default: the call's last request) and
+        carry ``metadata``; a message that already continues the branch is reused as it is.
+
+        Raises:
+            TypeError: content or metadata of a type that is not allowed.
+            anyio.ClosedResourceError: the agent function has returned.
+        """
+        if content is None:
+            raise TypeError("respond() got None, which is not message content")
+        _check_point(reply_to, "reply_to")
+        frozen = FrozenDict._trusted(freeze_mapping(metadata, "metadata")) if metadata else EMPTY
+        self._call.send("responses", content, reply_to, frozen)

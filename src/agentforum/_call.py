@@ -1,0 +1,386 @@
+"""The runtime of one agent call: the task that writes its branch and the agent's task."""
+
+from __future__ import annotations
+
+import math
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Final
+
+import anyio
+from anyio import BrokenResourceError, ClosedResourceError, create_memory_object_stream
+
+from ._content import Item, flatten
+from ._exceptions import AgentError
+from ._json import FrozenDict
+from ._messages import CallMessage, ErrorMessage, ForwardedMessage, Message
+from ._promises import Failure, MessagePromise, MessageSequence, SequenceLog, StreamedMessage
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from anyio.abc import TaskGroup
+
+    from ._agents import Agent
+    from ._forum import Forum
+    from ._json import JSONValue
+
+#: The call whose agent function the current task runs (inherited by the tasks it starts).
+current_call: ContextVar[Call | None] = ContextVar("agentforum.current_call", default=None)
+
+#: One entry of a call's request or response feed: content, its ``reply_to``, its metadata.
+Entry = tuple[Item, "str | Message | MessagePromise | None", FrozenDict]
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+UNSET: Final = _Unset()
+
+
+def error_type_of(exception: BaseException) -> str:
+    """Name an exception's type as ``module.QualName``, built-ins without their module."""
+    cls = type(exception)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class Call:
+    """One call of an agent: owned by the task group it runs in, done when its branch is.
+
+    ``run`` is the call's task: it opens the call's task group (where the calls nested in it
+    run), starts the agent function, and writes the branch in order: the requests, the
+    :class:`CallMessage`, the responses, and an :class:`ErrorMessage` if the call failed.
+    Requests and responses reach it through memory object streams, so ``send_request`` and
+    ``respond`` never block.
+    """
+
+    __slots__ = (
+        "_call_placed",
+        "_parent",
+        "_reply_default",
+        "_requests_out",
+        "_responses_out",
+        "_streaming",
+        "agent",
+        "agent_error",
+        "blank_history",
+        "branch_from",
+        "call_message",
+        "caller",
+        "forum",
+        "kwargs",
+        "open_calls",
+        "requests",
+        "requests_in",
+        "responses",
+        "responses_in",
+        "task_group",
+    )
+
+    def __init__(
+        self,
+        agent: Agent,
+        kwargs: Mapping[str, JSONValue],
+        branch_from: Message | MessagePromise | str | None,
+        blank_history: bool,
+        caller: Call | None,
+    ) -> None:
+        self.agent = agent
+        self.forum: Forum = agent.forum
+        self.kwargs = kwargs
+        self.branch_from = branch_from
+        self.blank_history = blank_history
+        self.caller = caller
+        self.requests_in, self._requests_out = create_memory_object_stream[Entry](math.inf)
+        self.responses_in, self._responses_out = create_memory_object_stream[Entry](math.inf)
+        self.requests = SequenceLog()
+        self.responses = SequenceLog()
+        self.call_message: CallMessage | None = None
+        self._call_placed: anyio.Event | None = None
+        self.open_calls: list[Call] = []
+        self.task_group: TaskGroup | None = None
+        self.agent_error: Exception | None = None
+        self._parent: str | _Unset | None = UNSET
+        self._reply_default: str | None = None
+        self._streaming: StreamedMessage | None = None
+
+    # -- feeding ------------------------------------------------------------------------------
+
+    def send(
+        self,
+        feed: str,
+        content: object,
+        reply_to: str | Message | MessagePromise | None,
+        metadata: FrozenDict,
+    ) -> None:
+        """Queue content on the ``"requests"`` or ``"responses"`` feed (never blocks)."""
+        stream = self.requests_in if feed == "requests" else self.responses_in
+        where = "send_request()" if feed == "requests" else "respond()"
+        items = flatten(content, where)
+        try:
+            for item in items:
+                stream.send_nowait((item, reply_to, metadata))
+        except ClosedResourceError:
+            raise ClosedResourceError(
+                "the requests of this call are closed (response_sequence() was called)"
+                if feed == "requests"
+                else "the responses of this call are closed (its agent function returned)"
+            ) from None
+        except BrokenResourceError:
+            # The call has already ended in an error, recorded in its branch.
+            return
+
+    def close_requests(self) -> None:
+        self.requests_in.close()
+
+    # -- the call's tasks ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """The call's task: runs the agent and writes the branch; returns when both are done."""
+        current_call.set(None)
+        try:
+            async with anyio.create_task_group() as call_group:
+                self.task_group = call_group
+                cause: Exception | None = None
+                async with anyio.create_task_group() as work_group:
+                    work_group.start_soon(self._run_agent, name=f"agent {self.agent.alias}")
+                    try:
+                        await self._write()
+                    except Exception as exc:
+                        cause = exc
+                        work_group.cancel_scope.cancel()
+                if cause is None:
+                    cause = self.agent_error
+                if cause is None:
+                    self.responses.close()
+                else:
+                    await self._record_failure(cause)
+                # The calls nested in this one may still run: the task group waits for them.
+        finally:
+            self._close_feeds()
+            if self._streaming is not None:
+                self._streaming._finish()
+            self._fail_pending()
+
+    async def _run_agent(self) -> None:
+        current_call.set(self)
+        from ._agents import InteractionContext
+
+        context = InteractionContext(self)
+        try:
+            await self.agent.function(context, **self.kwargs)
+        except Exception as exc:
+            self.agent_error = exc
+        finally:
+            self.responses_in.close()
+            for call in self.open_calls:
+                call.close_requests()
+
+    def _close_feeds(self) -> None:
+        self.requests_in.close()
+        self.responses_in.close()
+        self._requests_out.close()
+        self._responses_out.close()
+
+    # -- writing the branch -------------------------------------------------------------------
+
+    async def _write(self) -> None:
+        agent = self.agent
+        store = self.forum.store
+        if self.branch_from is not None:
+            self._parent = (await self._existing(self.branch_from)).hash
+        elif self.blank_history:
+            self._parent = None
+        sender = self.caller.agent.alias if self.caller is not None else "user"
+        async with self._requests_out:
+            async for item, reply_to, metadata in self._requests_out:
+                await self._place(item, reply_to, metadata, sender, self.requests)
+        if isinstance(self._parent, _Unset):
+            self._parent = await self._default_parent()
+        last_request = self._parent if self.requests.items else None
+        call_message = CallMessage(receiver=agent.alias, kwargs=self.kwargs, parent=self._parent)
+        await store.put(call_message)
+        self.call_message = call_message
+        if self._call_placed is not None:
+            self._call_placed.set()
+        self.requests.close()
+
+        self._parent = call_message.hash
+        self._reply_default = last_request
+        async with self._responses_out:
+            async for item, reply_to, metadata in self._responses_out:
+                await self._place(item, reply_to, metadata, agent.alias, self.responses)
+
+    async def _existing(self, point: Message | MessagePromise | str) -> Message:
+        if isinstance(point, str):
+            return await self.forum.store.resolve(point)
+        if isinstance(point, MessagePromise):
+            return await point
+        await self.forum.store.put(point)
+        return point
+
+    async def _default_parent(self) -> str | None:
+        """Where a branch starts by default: after the caller's last request, or a new root."""
+        caller = self.caller
+        if caller is None:
+            return None
+        if caller.call_message is None:
+            if caller._call_placed is None:
+                caller._call_placed = anyio.Event()
+            await caller._call_placed.wait()
+        assert caller.call_message is not None
+        return caller.call_message.parent
+
+    async def _place(
+        self,
+        item: Item,
+        reply_to: str | Message | MessagePromise | None,
+        metadata: FrozenDict,
+        sender: str,
+        log: SequenceLog,
+    ) -> None:
+        """Place one item at the end of the branch (``self._parent``) and advance it."""
+        if isinstance(item, str):
+            parent = await self._start() if isinstance(self._parent, _Unset) else self._parent
+            message = Message(
+                content=item,
+                sender=sender,
+                metadata=metadata,
+                parent=parent,
+                reply_to=await self._reply(reply_to),
+            )
+            await self.forum.store.put(message)
+            log.append(MessagePromise._of(message))
+            self._parent = message.hash
+        elif isinstance(item, StreamedMessage):
+            promise = MessagePromise(item._log)
+            log.append(promise)
+            self._streaming = item
+            await item._complete()
+            self._streaming = None
+            parent = await self._start() if isinstance(self._parent, _Unset) else self._parent
+            if item.metadata or metadata or item._error is not None:
+                merged = {**item.metadata, **metadata}
+                if item._error is not None:
+                    merged["incomplete"] = True
+                metadata = FrozenDict(merged)
+            message = Message(
+                content="".join(item._log.items),
+                sender=sender,
+                metadata=metadata,
+                parent=parent,
+                reply_to=await self._reply(reply_to),
+            )
+            await self.forum.store.put(message)
+            promise._resolve(message)
+            self._parent = message.hash
+            if item._error is not None:
+                raise item._error
+        elif isinstance(item, MessagePromise):
+            promise = MessagePromise(item._tokens)
+            log.append(promise)
+            message = await self._placed(await item, reply_to, metadata, sender, stored=True)
+            promise._resolve(message)
+        elif isinstance(item, Message):
+            message = await self._placed(item, reply_to, metadata, sender, stored=False)
+            log.append(MessagePromise._of(message))
+        elif isinstance(item, MessageSequence):
+            async for promise in item:
+                await self._place(promise, reply_to, metadata, sender, log)
+        else:
+            where = "a request" if log is self.requests else "a response"
+            async for element in item:
+                for sub_item in flatten(element, f"an async iterable given as {where}"):
+                    await self._place(sub_item, reply_to, metadata, sender, log)
+
+    async def _start(self) -> str | None:
+        self._parent = await self._default_parent()
+        return self._parent
+
+    async def _placed(
+        self,
+        message: Message,
+        reply_to: str | Message | MessagePromise | None,
+        metadata: FrozenDict,
+        sender: str,
+        *,
+        stored: bool,
+    ) -> Message:
+        """Return ``message`` as it continues the branch: itself, or a forward of it."""
+        store = self.forum.store
+        if not stored:
+            await store.put(message)
+        if isinstance(self._parent, _Unset):
+            self._parent = message.parent
+        if message.parent != self._parent:
+            original = message.original if isinstance(message, ForwardedMessage) else message.hash
+            message = ForwardedMessage(
+                content=message.content,
+                sender=sender,
+                metadata=metadata,
+                parent=self._parent,
+                reply_to=await self._reply(reply_to),
+                original=original,
+            )
+            await store.put(message)
+        self._parent = message.hash
+        return message
+
+    async def _reply(self, reply_to: str | Message | MessagePromise | None) -> str | None:
+        if reply_to is None:
+            return self._reply_default
+        if isinstance(reply_to, str):
+            return reply_to
+        if isinstance(reply_to, MessagePromise):
+            reply_to = await reply_to
+        await self.forum.store.put(reply_to)
+        return reply_to.hash
+
+    # -- endings ------------------------------------------------------------------------------
+
+    async def _record_failure(self, cause: Exception) -> None:
+        """End the branch with an :class:`ErrorMessage` for ``cause``."""
+        if isinstance(cause, AgentError):
+            error_type, content = cause.message.error_type, cause.message.content
+        else:
+            error_type, content = error_type_of(cause), str(cause)
+        parent = None if isinstance(self._parent, _Unset) else self._parent
+        message = ErrorMessage(
+            content=content,
+            sender=self.agent.alias,
+            error_type=error_type,
+            parent=parent,
+            reply_to=self._reply_default,
+        )
+        await self.forum.store.put(message)
+        failure = Failure(message, cause)
+        self.forum._failures.append(failure)
+        for log in (self.requests, self.responses):
+            if not log.closed:
+                _fail_log(log, failure)
+
+    def _fail_pending(self) -> None:
+        """The call stopped before its branch was written: no consumer may wait forever."""
+        if self.requests.closed and self.responses.closed:
+            return
+        parent = None if isinstance(self._parent, _Unset) else self._parent
+        message = ErrorMessage(
+            content="the call stopped before it finished (its forum was cancelled)",
+            sender=self.agent.alias,
+            error_type="agentforum.AgentCancelled",
+            parent=parent,
+        )
+        failure = Failure(message, None, observed=True)
+        for log in (self.requests, self.responses):
+            if not log.closed:
+                _fail_log(log, failure)
+
+
+def _fail_log(log: SequenceLog, failure: Failure) -> None:
+    for promise in log.items:
+        if not promise.is_resolved:
+            promise._fail(failure)
+    log.fail(failure)

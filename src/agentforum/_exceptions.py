@@ -1,0 +1,72 @@
+"""The exceptions of agentforum.
+
+Every error the library raises on purpose derives from :class:`AgentForumError`::
+
+    AgentForumError
+    ├── ForumNotRunningError    a call was started while its forum is not running
+    ├── MessageNotFoundError    no message has this hash (or hash prefix)
+    ├── AmbiguousHashError      a hash prefix names more than one message
+    ├── EmptySequenceError      ``await seq.last()`` on a sequence without messages
+    ├── IntegrityError          a stored message does not match its hash
+    └── AgentError              an agent raised; ``.message`` is the recorded ErrorMessage
+        └── AgentCancelled      the call was cancelled
+
+Bad arguments raise the built-in :class:`TypeError` and :class:`ValueError`, and closed
+calls raise :class:`anyio.ClosedResourceError`, as elsewhere in the AnyIO ecosystem.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._messages import ErrorMessage
+
+
+class AgentForumError(Exception):
+    """Base class of every error that agentforum raises on purpose."""
+
+
+class ForumNotRunningError(AgentForumError, RuntimeError):
+    """An agent was called while its forum is not running.
+
+    Calls run in the forum's task group, which exists only inside ``async with forum:``.
+    """
+
+
+class MessageNotFoundError(AgentForumError, LookupError):
+    """No message in the store has this hash, or starts with this hash prefix."""
+
+
+class AmbiguousHashError(AgentForumError, LookupError):
+    """A hash prefix matches more than one message; give more characters."""
+
+
+class EmptySequenceError(AgentForumError, LookupError):
+    """``await seq.last()`` was used on a :class:`MessageSequence` that holds no message."""
+
+
+class IntegrityError(AgentForumError):
+    """A stored message's fields do not hash to the hash it is stored under."""
+
+
+class AgentError(AgentForumError):
+    """An agent raised an exception; its branch ends with :attr:`message`.
+
+    Raised to every consumer that reaches the :class:`ErrorMessage` at the end of a branch.
+    ``__cause__`` is the original exception when the agent ran in this process.
+    """
+
+    def __init__(self, message: ErrorMessage) -> None:
+        super().__init__(message)
+        #: The :class:`ErrorMessage` recorded in the message tree.
+        self.message: ErrorMessage = message
+
+    def __str__(self) -> str:
+        message = self.message
+        text = f"{message.error_type}: {message.content}" if message.content else message.error_type
+        return f"agent {message.sender!r} failed: {text}"
+
+
+class AgentCancelled(AgentError):
+    """The call was cancelled before it finished."""

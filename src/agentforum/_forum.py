@@ -1,0 +1,204 @@
+"""The forum: the task group every agent call runs in, and the store of its message tree."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from typing import TYPE_CHECKING, overload
+
+import anyio
+
+from ._agents import Agent, AgentFunction
+from ._messages import CallMessage, Message
+from ._promises import Failure, MessagePromise
+from ._stores._memory import MemoryStore
+from ._stores._protocol import MessageStore
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import ExceptionGroup
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import TracebackType
+
+    from anyio.abc import TaskGroup
+    from typing_extensions import Self
+
+    from ._call import Call
+
+
+class Forum:
+    """A message tree, its store, and the agents that converse in it.
+
+    A forum runs inside ``async with forum:``, which opens the AnyIO task group that every
+    agent call runs in. Leaving the block waits for every call still running. A forum can be
+    entered again after it exits, but not while it runs.
+
+    Args:
+        store: Where messages are kept: a :class:`MessageStore`, or ``None`` for a new
+            :class:`MemoryStore`.
+        strict_errors: Raise, when the ``async with`` block exits, the errors of agents that
+            no consumer observed, as an :exc:`ExceptionGroup` of :exc:`AgentError`. With
+            ``False`` they are only recorded in the tree.
+
+    Raises:
+        TypeError: ``store`` is not a store.
+    """
+
+    __slots__ = ("_agents", "_failures", "_open_calls", "_store", "_task_group", "strict_errors")
+
+    def __init__(self, store: MessageStore | None = None, *, strict_errors: bool = True) -> None:
+        if store is None:
+            store = MemoryStore()
+        elif not isinstance(store, MessageStore):
+            raise TypeError(
+                f"store must be a MessageStore (such as MemoryStore()) or None, "
+                f"not {type(store).__qualname__}"
+            )
+        self._store = store
+        #: Whether unobserved agent errors are raised when the forum exits.
+        self.strict_errors = strict_errors
+        self._agents: dict[str, Agent] = {}
+        self._task_group: TaskGroup | None = None
+        self._failures: list[Failure] = []
+        self._open_calls: list[Call] = []
+
+    def __repr__(self) -> str:
+        state = "running" if self._task_group is not None else "not running"
+        return f"<Forum {state}, store={self._store!r}>"
+
+    @property
+    def store(self) -> MessageStore:
+        """The :class:`MessageStore` that holds this forum's messages."""
+        return self._store
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the forum is inside its ``async with`` block (agents can be called)."""
+        return self._task_group is not None
+
+    @overload
+    def agent(self, function: AgentFunction, /) -> Agent: ...
+
+    @overload
+    def agent(
+        self,
+        function: None = None,
+        /,
+        *,
+        alias: str | None = None,
+        description: str | None = None,
+    ) -> Callable[[AgentFunction], Agent]: ...
+
+    def agent(
+        self,
+        function: AgentFunction | None = None,
+        /,
+        *,
+        alias: str | None = None,
+        description: str | None = None,
+    ) -> Agent | Callable[[AgentFunction], Agent]:
+        """Make an :class:`Agent` of an agent function; a decorator, bare or with options.
+
+        ::
+
+            @forum.agent
+            async def echo(ctx: InteractionContext) -> None: ...
+
+            @forum.agent(alias="Researcher", description="Finds sources.")
+            async def researcher(ctx: InteractionContext) -> None: ...
+
+        Args:
+            alias: The agent's name in the tree (default: the function's name); unique in
+                the forum.
+            description: What the agent does (default: the function's docstring).
+
+        Raises:
+            TypeError: the function is not an ``async def`` function.
+            ValueError: the alias is empty or taken by another agent of this forum.
+        """
+
+        def decorate(function: AgentFunction) -> Agent:
+            if not inspect.iscoroutinefunction(function):
+                raise TypeError(
+                    f"an agent function must be an `async def` function, got {function!r}"
+                )
+            name = alias if alias is not None else getattr(function, "__name__", "")
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"an agent's alias must be a non-empty str, got {name!r}")
+            if name in self._agents:
+                raise ValueError(f"this forum already has an agent called {name!r}")
+            text = description if description is not None else inspect.getdoc(function) or ""
+            agent = Agent(self, function, name, text)
+            self._agents[name] = agent
+            return agent
+
+        if function is not None:
+            return decorate(function)
+        return decorate
+
+    async def get(self, hash_or_prefix: str) -> Message:
+        """Return the message with this hash, or the one whose hash starts with this prefix.
+
+        A prefix has at least 6 hex characters, as in git.
+
+        Raises:
+            ValueError: not 6 to 64 lowercase hexadecimal characters.
+            MessageNotFoundError: no message matches.
+            AmbiguousHashError: more than one message matches.
+        """
+        return await self._store.resolve(hash_or_prefix)
+
+    async def history(
+        self, message: Message | MessagePromise | str, *, include_calls: bool = False
+    ) -> list[Message]:
+        """Return the branch from its root to ``message``, oldest first.
+
+        Args:
+            message: A message, a promise of one, a hash or a hash prefix.
+            include_calls: Keep the :class:`CallMessage` nodes (left out by default).
+
+        Raises:
+            MessageNotFoundError: the message is not in the store.
+        """
+        if isinstance(message, MessagePromise):
+            message = await message
+        key = message.hash if isinstance(message, Message) else (await self.get(message)).hash
+        branch = await self._store.ancestors(key)
+        if include_calls:
+            return branch
+        return [node for node in branch if not isinstance(node, CallMessage)]
+
+    async def __aenter__(self) -> Self:
+        if self._task_group is not None:
+            raise RuntimeError("this forum is running already: it cannot be entered twice")
+        group = anyio.create_task_group()
+        await group.__aenter__()
+        self._task_group = group
+        self._failures = []
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        group = self._task_group
+        assert group is not None
+        # The block is over: nobody can send more requests to the calls it started.
+        for call in self._open_calls:
+            call.close_requests()
+        self._open_calls = []
+        try:
+            suppress = await group.__aexit__(exc_type, exc, tb)
+        finally:
+            self._task_group = None
+        unobserved = [failure for failure in self._failures if not failure.observed]
+        self._failures = []
+        if exc_type is None and self.strict_errors and unobserved:
+            raise ExceptionGroup(
+                f"{len(unobserved)} agent error(s) that no consumer observed",
+                [failure.exception() for failure in unobserved],
+            )
+        return suppress

@@ -1,0 +1,259 @@
+"""Messages: the immutable nodes of the message tree."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Mapping
+from typing import Any, ClassVar, Final
+
+import attrs
+
+from ._hashing import FORMAT, canonical_json, sha256_hex
+from ._json import EMPTY, FrozenDict, JSONValue, check_text, freeze_mapping
+
+_HASH_RE: Final = re.compile(r"[0-9a-f]{64}")
+
+
+def is_hash(value: object) -> bool:
+    """Return whether ``value`` is a full message hash (64 lowercase hex characters)."""
+    return isinstance(value, str) and _HASH_RE.fullmatch(value) is not None
+
+
+def _freeze(value: object, name: str) -> FrozenDict:
+    if isinstance(value, FrozenDict):
+        return value
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a mapping with str keys, not {type(value).__qualname__}")
+    return FrozenDict._trusted(freeze_mapping(value, name)) if value else EMPTY
+
+
+def _freeze_metadata(value: object) -> FrozenDict:
+    return _freeze(value, "metadata")
+
+
+def _freeze_kwargs(value: object) -> FrozenDict:
+    return _freeze(value, "kwargs")
+
+
+def _check_str(name: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__qualname__}")
+    check_text(value, name)
+
+
+def _check_link(name: str, value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise TypeError(
+            f"{name} must be a message hash (str) or None, not {type(value).__qualname__}"
+        )
+    if _HASH_RE.fullmatch(value) is None:
+        raise ValueError(
+            f"{name} must be a full message hash (64 lowercase hex characters), got {value!r}"
+        )
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class Message:
+    """An immutable message: a node of the message tree.
+
+    Every field is part of :attr:`hash`, and so is the hash of the parent, so a message's hash
+    names the whole branch that leads to it. Two messages are equal when their hashes are.
+
+    Args:
+        content: The text of the message.
+        sender: Who sent it: an agent's alias, or ``"user"``.
+        metadata: JSON values (see :data:`JSONValue`); stored frozen.
+        parent: The hash of the previous message of the branch; ``None`` for a root.
+        reply_to: The hash of the message this one answers, if any.
+
+    Raises:
+        TypeError: a field of the wrong type, or metadata that JSON cannot hold (the message
+            names the key path, e.g. ``metadata['a'][0]``).
+        ValueError: a non-finite float, a lone surrogate in a string, or a malformed hash.
+    """
+
+    _kind: ClassVar[str] = "message"
+
+    content: str
+    sender: str
+    metadata: Mapping[str, JSONValue] = attrs.field(default=EMPTY, converter=_freeze_metadata)
+    parent: str | None = None
+    reply_to: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        _check_str("content", self.content)
+        _check_str("sender", self.sender)
+        _check_link("parent", self.parent)
+        _check_link("reply_to", self.reply_to)
+
+    @functools.cached_property
+    def hash(self) -> str:
+        """The sha256 of the canonical encoding, as 64 lowercase hex characters."""
+        return sha256_hex(encode_message(self))
+
+    def _document(self) -> dict[str, object]:
+        return {
+            "format": FORMAT,
+            "kind": self._kind,
+            "content": self.content,
+            "sender": self.sender,
+            "metadata": self.metadata,
+            "parent": self.parent,
+            "reply_to": self.reply_to,
+        }
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Message):
+            return self.hash == other.hash
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        if isinstance(other, Message):
+            return self.hash != other.hash
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.hash)
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class ForwardedMessage(Message):
+    """A message placed on a branch other than its own, by reference to the original.
+
+    ``content`` is the original's content; ``sender`` is whoever placed it on this branch.
+
+    Args:
+        original: The hash of the forwarded message (never itself a forwarded message when the
+            forum creates it: forwarding a forward points at the first original).
+    """
+
+    _kind: ClassVar[str] = "forward"
+
+    original: str
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        if self.original is None:
+            raise TypeError("original must be a message hash (str), not None")
+        _check_link("original", self.original)
+
+    def _document(self) -> dict[str, object]:
+        document = super()._document()
+        document["original"] = self.original
+        return document
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class CallMessage(Message):
+    """The node of a call: its parent is the call's last request, its children the responses.
+
+    A call message has no sender and no content (both are ``""``), so identical calls made by
+    different callers are one node, and its hash names the call: history, requests, receiver
+    and keyword arguments.
+
+    Args:
+        receiver: The alias of the agent called.
+        kwargs: The keyword arguments of the call (JSON values, stored frozen).
+    """
+
+    _kind: ClassVar[str] = "call"
+
+    content: str = attrs.field(default="", init=False, repr=False)
+    sender: str = attrs.field(default="", init=False, repr=False)
+    receiver: str
+    kwargs: Mapping[str, JSONValue] = attrs.field(default=EMPTY, converter=_freeze_kwargs)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        _check_str("receiver", self.receiver)
+
+    def _document(self) -> dict[str, object]:
+        return {
+            "format": FORMAT,
+            "kind": self._kind,
+            "receiver": self.receiver,
+            "kwargs": self.kwargs,
+            "metadata": self.metadata,
+            "parent": self.parent,
+            "reply_to": self.reply_to,
+        }
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class ErrorMessage(Message):
+    """The end of a branch whose agent raised an exception.
+
+    Args:
+        error_type: The exception's type: ``module.QualName``, without the module for
+            built-in exceptions (``"ValueError"``, ``"agentforum.AgentCancelled"``).
+        content: The exception's text (``str(exception)``).
+    """
+
+    _kind: ClassVar[str] = "error"
+
+    error_type: str
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        _check_str("error_type", self.error_type)
+
+    def _document(self) -> dict[str, object]:
+        document = super()._document()
+        document["error_type"] = self.error_type
+        return document
+
+
+_KINDS: Final[dict[str, type[Message]]] = {
+    cls._kind: cls for cls in (Message, ForwardedMessage, CallMessage, ErrorMessage)
+}
+_FIELDS: Final[dict[type[Message], frozenset[str]]] = {
+    cls: frozenset(field.alias for field in attrs.fields(cls) if field.init)
+    for cls in _KINDS.values()
+}
+
+
+def encode_message(message: Message) -> bytes:
+    """Return the canonical encoding of ``message`` (``docs/hashing.md``).
+
+    ``message.hash`` is the sha256 of these bytes; :func:`decode_message` reverses it.
+    """
+    return canonical_json(message._document())
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        raise ValueError("duplicate key in an encoded message")
+    return document
+
+
+def decode_message(data: bytes | str) -> Message:
+    """Rebuild a message from its encoding, as made by :func:`encode_message`.
+
+    Raises:
+        ValueError: ``data`` is not an encoded message of a known format and kind, or lacks
+            or adds a field.
+        TypeError: a field has the wrong type.
+    """
+    try:
+        document = json.loads(data, object_pairs_hook=_reject_duplicates)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not an encoded message: {exc}") from None
+    if not isinstance(document, dict):
+        raise ValueError("not an encoded message: the top level is not a JSON object")
+    if document.pop("format", None) != FORMAT:
+        raise ValueError(f"not an encoded message of format {FORMAT!r}")
+    kind = document.pop("kind", None)
+    cls = _KINDS.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ValueError(f"unknown message kind {kind!r}")
+    expected = _FIELDS[cls]
+    if document.keys() != expected:
+        raise ValueError(
+            f"a {kind!r} message has the fields {sorted(expected)}, got {sorted(document)}"
+        )
+    return cls(**document)

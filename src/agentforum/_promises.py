@@ -1,0 +1,374 @@
+"""Promises of messages, sequences of them, and messages streamed token by token."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Generator, Iterable
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import attrs
+from anyio import ClosedResourceError
+from anyio.lowlevel import checkpoint
+
+from ._exceptions import AgentCancelled, AgentError, EmptySequenceError
+from ._json import EMPTY, FrozenDict, JSONValue, freeze_mapping
+from ._log import Log
+
+if TYPE_CHECKING:
+    from ._forum import Forum
+    from ._messages import ErrorMessage, Message
+
+#: While tokens are ready, token and promise iterators checkpoint once per this many items,
+#: so a consumer that never has to wait still lets other tasks run and sees cancellation.
+CHECKPOINT_EVERY: Final = 64
+
+
+@attrs.define(eq=False)
+class Failure:
+    """How a branch ended in error: the recorded message and, in this process, the cause."""
+
+    message: ErrorMessage
+    cause: BaseException | None
+    observed: bool = False
+
+    def exception(self) -> AgentError:
+        """Return a new exception to raise to one consumer, and count the failure as seen."""
+        self.observed = True
+        cls = (
+            AgentCancelled if self.message.error_type == "agentforum.AgentCancelled" else AgentError
+        )
+        error = cls(self.message)
+        error.__cause__ = self.cause
+        return error
+
+
+class SequenceLog(Log["MessagePromise"]):
+    """The promises of a sequence; closed normally or with a :class:`Failure`."""
+
+    __slots__ = ("failure",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failure: Failure | None = None
+
+    def fail(self, failure: Failure) -> None:
+        self.failure = failure
+        self.close()
+
+
+class MessagePromise:
+    """A message that may not exist yet: await it for the :class:`Message`, iterate it for tokens.
+
+    Created by the forum for every request and response as soon as it is known, before its
+    content is complete. Any number of tasks may await it or iterate its tokens, at the same
+    time or later: all of them see every token, in order, from the first (late consumers
+    replay). The tokens are stored once, however many consumers there are.
+    """
+
+    __slots__ = ("_failure", "_message", "_tokens", "_waiter")
+
+    def __init__(self, tokens: Log[str]) -> None:
+        self._tokens = tokens
+        self._message: Message | None = None
+        self._failure: Failure | None = None
+        self._waiter: Any = None
+
+    def __repr__(self) -> str:
+        if self._message is not None:
+            return f"<MessagePromise resolved to {self._message.hash[:12]}>"
+        state = "failed" if self._failure is not None else "pending"
+        return f"<MessagePromise {state}, {len(self._tokens.items)} tokens so far>"
+
+    @classmethod
+    def _of(cls, message: Message) -> MessagePromise:
+        tokens: Log[str] = Log()
+        if message.content:
+            tokens.append(message.content)
+        tokens.close()
+        promise = cls(tokens)
+        promise._message = message
+        return promise
+
+    def _resolve(self, message: Message) -> None:
+        self._message = message
+        self._wake()
+
+    def _fail(self, failure: Failure) -> None:
+        # The token log may be shared with the promise this one forwards: leave it open.
+        self._failure = failure
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            waiter.set()
+
+    @property
+    def is_resolved(self) -> bool:
+        """Whether the message is complete and recorded in the store."""
+        return self._message is not None
+
+    def __await__(self) -> Generator[Any, None, Message]:
+        return self._wait().__await__()
+
+    async def _wait(self) -> Message:
+        if self._message is None and self._failure is None:
+            if self._waiter is None:
+                self._waiter = anyio.Event()
+            await self._waiter.wait()
+        if self._message is not None:
+            return self._message
+        assert self._failure is not None
+        raise self._failure.exception()
+
+    def __aiter__(self) -> TokenIterator:
+        """Iterate the tokens (``str``) from the first; a message not streamed is one token.
+
+        ``__anext__`` waits (a checkpoint) while the next token is not there yet.
+        """
+        return TokenIterator(self._tokens)
+
+
+class TokenIterator:
+    """An iterator over the tokens of one :class:`MessagePromise`, from the first."""
+
+    __slots__ = ("_index", "_log")
+
+    def __init__(self, log: Log[str]) -> None:
+        self._log = log
+        self._index = 0
+
+    def __aiter__(self) -> TokenIterator:
+        return self
+
+    async def __anext__(self) -> str:
+        log = self._log
+        index = self._index
+        if index < len(log.items):
+            if index % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1:
+                await checkpoint()
+        else:
+            await log.wait_beyond(index)
+            if index >= len(log.items):
+                raise StopAsyncIteration
+        self._index = index + 1
+        return log.items[index]
+
+
+class MessageSequence:
+    """The promises of a call's responses (or requests), in order, as they become known.
+
+    Iterate it for :class:`MessagePromise` objects; any number of tasks may iterate it, each
+    from the first promise. When the branch ends with an :class:`ErrorMessage`, iteration
+    raises :exc:`AgentError` after the last message instead of stopping.
+    """
+
+    __slots__ = ("_forum", "_log")
+
+    def __init__(self, log: SequenceLog, forum: Forum) -> None:
+        self._log = log
+        self._forum = forum
+
+    def __repr__(self) -> str:
+        state = "complete" if self._log.closed else "open"
+        return f"<MessageSequence of {len(self._log.items)} promises, {state}>"
+
+    def __aiter__(self) -> PromiseIterator:
+        """Iterate the promises from the first; a checkpoint while waiting for the next one.
+
+        Raises:
+            AgentError: after the last promise, when the branch ended in an error.
+        """
+        return PromiseIterator(self._log)
+
+    async def messages(self) -> list[Message]:
+        """Wait for every message and return them in order.
+
+        Raises:
+            AgentError: the branch ended in an error.
+        """
+        return [await promise async for promise in self]
+
+    async def last(self) -> Message:
+        """Wait for the end of the sequence and return its last message.
+
+        Raises:
+            EmptySequenceError: the sequence ended without a message.
+            AgentError: the branch ended in an error.
+        """
+        last: MessagePromise | None = None
+        async for promise in self:
+            last = promise
+        if last is None:
+            raise EmptySequenceError(
+                "the sequence ended without any message: there is no last message"
+            )
+        return await last
+
+    async def history(self, *, include_calls: bool = False) -> list[Message]:
+        """Return the branch that ends with :meth:`last`, oldest message first.
+
+        ``CallMessage`` nodes are left out unless ``include_calls`` is true.
+
+        Raises:
+            EmptySequenceError: the sequence ended without a message.
+            AgentError: the branch ended in an error.
+        """
+        return await self._forum.history(await self.last(), include_calls=include_calls)
+
+
+class PromiseIterator:
+    """An iterator over the promises of one :class:`MessageSequence`, from the first."""
+
+    __slots__ = ("_index", "_log")
+
+    def __init__(self, log: SequenceLog) -> None:
+        self._log = log
+        self._index = 0
+
+    def __aiter__(self) -> PromiseIterator:
+        return self
+
+    async def __anext__(self) -> MessagePromise:
+        log = self._log
+        index = self._index
+        if index < len(log.items):
+            if index % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1:
+                await checkpoint()
+        else:
+            await log.wait_beyond(index)
+            if index >= len(log.items):
+                if log.failure is not None:
+                    raise log.failure.exception()
+                raise StopAsyncIteration
+        self._index = index + 1
+        return log.items[index]
+
+
+class StreamedMessage:
+    """A message produced token by token, passed to ``ctx.respond`` (or ``ask``) at once.
+
+    Either from an iterable of tokens, sync or async (an LLM SDK's stream, say), which the
+    forum iterates when it places the message::
+
+        ctx.respond(StreamedMessage(llm_stream(), model="gpt"))
+
+    or by hand, sending each token; leaving the ``async with`` block ends the message::
+
+        message = StreamedMessage()
+        ctx.respond(message)
+        async with message:
+            await message.send("Hel")
+            await message.send("lo")
+
+    Consumers of the message's promise see each token as soon as it is produced, through any
+    number of nested agents. When the tokens stop with an exception, the message is recorded
+    with the tokens it had and ``metadata["incomplete"] = True``, and the branch then ends
+    with an :class:`ErrorMessage`.
+
+    Args:
+        tokens: The tokens (``str``), or ``None`` to send them by hand.
+        metadata: The message's metadata (JSON values).
+
+    Raises:
+        TypeError: ``tokens`` is not an iterable of tokens, or metadata is not JSON.
+    """
+
+    __slots__ = ("_error", "_log", "_placed", "_source", "_waiter", "metadata")
+
+    def __init__(
+        self,
+        tokens: AsyncIterable[str] | Iterable[str] | None = None,
+        /,
+        **metadata: JSONValue,
+    ) -> None:
+        if tokens is not None and (
+            isinstance(tokens, (str, bytes)) or not isinstance(tokens, (AsyncIterable, Iterable))
+        ):
+            raise TypeError(
+                "StreamedMessage takes an iterable or async iterable of str tokens, "
+                f"not {type(tokens).__qualname__}"
+            )
+        self._source = tokens
+        #: The message's metadata, frozen.
+        self.metadata: FrozenDict = (
+            FrozenDict._trusted(freeze_mapping(metadata, "metadata")) if metadata else EMPTY
+        )
+        self._log: Log[str] = Log()
+        self._error: BaseException | None = None
+        self._placed = False
+        self._waiter: Any = None
+
+    def __repr__(self) -> str:
+        state = "complete" if self._log.closed else "streaming"
+        return f"<StreamedMessage {state}, {len(self._log.items)} tokens>"
+
+    async def send(self, token: str) -> None:
+        """Append ``token`` to the message (a checkpoint). Consumers see it at once.
+
+        Raises:
+            TypeError: ``token`` is not a ``str``, or the message streams from an iterable.
+            anyio.ClosedResourceError: the message is complete.
+        """
+        if self._source is not None:
+            raise TypeError("this StreamedMessage takes its tokens from an iterable: don't send")
+        if not isinstance(token, str):
+            raise TypeError(f"a token must be a str, not {type(token).__qualname__}")
+        if self._log.closed:
+            raise ClosedResourceError("this StreamedMessage is complete: it takes no more tokens")
+        await checkpoint()
+        self._log.append(token)
+
+    async def aclose(self) -> None:
+        """End the message (a checkpoint); what was sent is its content. Closing twice is fine."""
+        self._finish()
+        await checkpoint()
+
+    async def __aenter__(self) -> StreamedMessage:
+        return self
+
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if exc is not None and self._error is None:
+            self._error = exc
+        self._finish()
+
+    def _finish(self) -> None:
+        self._log.close()
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            waiter.set()
+
+    async def _complete(self) -> None:
+        """Produce the tokens (from the iterable) or wait for them (by hand); forum-only."""
+        if self._source is None:
+            if not self._log.closed:
+                self._waiter = anyio.Event()
+                await self._waiter.wait()
+            return
+        log = self._log
+        try:
+            if isinstance(self._source, AsyncIterable):
+                async for token in self._source:
+                    log.append(_check_token(token))
+            else:
+                for count, token in enumerate(self._source):
+                    log.append(_check_token(token))
+                    if count % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1:
+                        await checkpoint()
+        except Exception as exc:
+            self._error = exc
+        finally:
+            self._finish()
+            aclose = getattr(self._source, "aclose", None)
+            if aclose is not None:
+                # Close an async generator (an HTTP stream, say) now, not when collected.
+                with anyio.CancelScope(shield=True):
+                    await aclose()
+
+
+def _check_token(token: object) -> str:
+    if not isinstance(token, str):
+        raise TypeError(f"a token must be a str, not {type(token).__qualname__}")
+    return token

@@ -1,0 +1,1 @@
+"""Message stores: where the message tree lives."""

@@ -1,0 +1,183 @@
+"""The in-memory store: the reference implementation of :class:`MessageStore`."""
+
+from __future__ import annotations
+
+import bisect
+import re
+from typing import TYPE_CHECKING, Final
+
+from anyio.lowlevel import checkpoint
+
+from .._exceptions import AmbiguousHashError, MessageNotFoundError
+from .._hashing import sha256_hex
+from .._messages import ForwardedMessage, Message, encode_message, is_hash
+from ._protocol import IntegrityProblem
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+_PREFIX_RE: Final = re.compile(r"[0-9a-f]{6,64}")
+_REF_RE: Final = re.compile(r"[^\s\x00-\x1f\x7f~^:?*\[\\]{1,255}")
+
+
+def check_prefix(hash_or_prefix: str) -> str:
+    """Return ``hash_or_prefix`` if it is 6 to 64 lowercase hex characters, else raise."""
+    if not isinstance(hash_or_prefix, str) or _PREFIX_RE.fullmatch(hash_or_prefix) is None:
+        raise ValueError(
+            f"{hash_or_prefix!r} is not a message hash or a prefix of one "
+            "(6 to 64 lowercase hexadecimal characters)"
+        )
+    return hash_or_prefix
+
+
+def check_ref_name(name: str) -> str:
+    """Return ``name`` if it is a valid ref name (as in git: no spaces, ``~^:?*[\\``)."""
+    if not isinstance(name, str) or _REF_RE.fullmatch(name) is None:
+        raise ValueError(
+            f"{name!r} is not a valid ref name: use 1 to 255 characters, none of them "
+            "white space, control characters or ~^:?*[\\"
+        )
+    return name
+
+
+def links(message: Message) -> list[tuple[str, str]]:
+    """Return the (field, hash) links of ``message`` that must name stored messages."""
+    found = [
+        (field, value)
+        for field, value in (("parent", message.parent), ("reply_to", message.reply_to))
+        if value is not None
+    ]
+    if isinstance(message, ForwardedMessage):
+        found.append(("original", message.original))
+    return found
+
+
+class MemoryStore:
+    """A :class:`MessageStore` that keeps everything in this process's memory.
+
+    The default store of :class:`Forum`. It holds the :class:`Message` objects themselves, so
+    reading a message costs no decoding; it is gone when the process ends.
+    """
+
+    __slots__ = ("_cache", "_children", "_messages", "_refs", "_sorted")
+
+    def __init__(self) -> None:
+        self._messages: dict[str, Message] = {}
+        self._children: dict[str | None, list[str]] = {}
+        self._refs: dict[str, str] = {}
+        self._cache: dict[str, tuple[str, ...]] = {}
+        self._sorted: list[str] | None = []
+
+    def __repr__(self) -> str:
+        return f"<MemoryStore with {len(self._messages)} messages>"
+
+    def _require(self, hash: str, what: str) -> Message:
+        try:
+            return self._messages[hash]
+        except KeyError:
+            raise MessageNotFoundError(f"{what} {hash} is not in the store") from None
+
+    async def put(self, message: Message) -> None:
+        await checkpoint()
+        key = message.hash
+        if key in self._messages:
+            return
+        for field, value in links(message):
+            self._require(value, f"{field}")
+        self._messages[key] = message
+        self._children.setdefault(message.parent, []).append(key)
+        self._sorted = None
+
+    async def get(self, hash: str) -> Message:
+        await checkpoint()
+        return self._require(hash, "message")
+
+    async def resolve(self, hash_or_prefix: str) -> Message:
+        await checkpoint()
+        prefix = check_prefix(hash_or_prefix)
+        if len(prefix) == 64:
+            return self._require(prefix, "message")
+        if self._sorted is None:
+            self._sorted = sorted(self._messages)
+        keys = self._sorted
+        start = bisect.bisect_left(keys, prefix)
+        matches = [key for key in keys[start : start + 2] if key.startswith(prefix)]
+        if not matches:
+            raise MessageNotFoundError(f"no message hash starts with {prefix}")
+        if len(matches) > 1:
+            raise AmbiguousHashError(f"more than one message hash starts with {prefix}")
+        return self._messages[matches[0]]
+
+    async def ancestors(self, hash: str) -> list[Message]:
+        await checkpoint()
+        branch = []
+        message: Message | None = self._require(hash, "message")
+        while message is not None:
+            branch.append(message)
+            message = None if message.parent is None else self._messages[message.parent]
+        branch.reverse()
+        return branch
+
+    async def children(self, hash: str | None) -> list[Message]:
+        await checkpoint()
+        return [self._messages[key] for key in sorted(self._children.get(hash, ()))]
+
+    async def set_ref(self, name: str, hash: str) -> None:
+        await checkpoint()
+        check_ref_name(name)
+        self._require(hash, "message")
+        self._refs[name] = hash
+
+    async def get_ref(self, name: str) -> str | None:
+        await checkpoint()
+        return self._refs.get(name)
+
+    async def delete_ref(self, name: str) -> None:
+        await checkpoint()
+        self._refs.pop(name, None)
+
+    async def refs(self) -> Mapping[str, str]:
+        await checkpoint()
+        return dict(sorted(self._refs.items()))
+
+    async def get_cached(self, call_hash: str) -> Sequence[str] | None:
+        await checkpoint()
+        return self._cache.get(call_hash)
+
+    async def put_cached(self, call_hash: str, response_hashes: Sequence[str]) -> None:
+        await checkpoint()
+        self._require(call_hash, "call")
+        for response in response_hashes:
+            self._require(response, "response")
+        self._cache[call_hash] = tuple(response_hashes)
+
+    async def verify(self) -> list[IntegrityProblem]:
+        await checkpoint()
+        problems = []
+        for key, message in self._messages.items():
+            if sha256_hex(encode_message(message)) != key:
+                problems.append(IntegrityProblem(key, "its fields do not hash to its hash"))
+            problems.extend(
+                IntegrityProblem(key, f"its {field} {value} is not in the store")
+                for field, value in links(message)
+                if value not in self._messages
+            )
+        problems.extend(
+            IntegrityProblem(key, f"ref {name!r} points at a message that is not in the store")
+            for name, key in self._refs.items()
+            if key not in self._messages
+        )
+        for call, responses in self._cache.items():
+            problems.extend(
+                IntegrityProblem(call, f"cached response {response} is not in the store")
+                for response in responses
+                if response not in self._messages
+            )
+        return problems
+
+    async def aclose(self) -> None:
+        """Nothing to release: the messages stay readable until the store is dropped."""
+        await checkpoint()
+
+
+__all__ = ["MemoryStore", "check_prefix", "check_ref_name", "is_hash", "links"]

@@ -1,0 +1,122 @@
+"""The :class:`MessageStore` protocol that every store implements."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import attrs
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from .._messages import Message
+
+
+@attrs.frozen
+class IntegrityProblem:
+    """One problem found by :meth:`MessageStore.verify`.
+
+    Attributes:
+        hash: The hash the message is stored under (or the ref or cache key at fault).
+        reason: What is wrong, in words.
+    """
+
+    hash: str
+    reason: str
+
+
+@runtime_checkable
+class MessageStore(Protocol):
+    """The asynchronous interface of a message store.
+
+    A store is content-addressed: a message is stored under its hash, ``put`` is idempotent,
+    and nothing stored ever changes. Refs (named pointers to messages) and the cache index
+    (which responses answered which call) are the only mutable parts. A store holds data
+    only: the canonical encoding of messages (``docs/hashing.md``), never code.
+
+    :class:`MemoryStore` is the reference implementation. Every method is a checkpoint.
+    """
+
+    async def put(self, message: Message) -> None:
+        """Store ``message`` under its hash; storing it again does nothing.
+
+        Raises:
+            MessageNotFoundError: its ``parent``, ``reply_to`` or ``original`` is not stored.
+        """
+        ...
+
+    async def get(self, hash: str) -> Message:
+        """Return the message stored under the full ``hash``.
+
+        Raises:
+            MessageNotFoundError: no message has this hash.
+            IntegrityError: the stored fields do not hash to ``hash``.
+        """
+        ...
+
+    async def resolve(self, hash_or_prefix: str) -> Message:
+        """Return the one message whose hash starts with ``hash_or_prefix`` (6 to 64 hex chars).
+
+        Raises:
+            ValueError: not 6 to 64 lowercase hexadecimal characters.
+            MessageNotFoundError: no message matches.
+            AmbiguousHashError: more than one message matches.
+        """
+        ...
+
+    async def ancestors(self, hash: str) -> list[Message]:
+        """Return the branch that ends with ``hash``: its root first, the message itself last.
+
+        Raises:
+            MessageNotFoundError: no message has this hash.
+        """
+        ...
+
+    async def children(self, hash: str | None) -> list[Message]:
+        """Return the messages whose parent is ``hash`` (the roots when ``None``), by hash."""
+        ...
+
+    async def set_ref(self, name: str, hash: str) -> None:
+        """Point the ref ``name`` at the stored message ``hash`` (creating or moving it).
+
+        Raises:
+            ValueError: ``name`` is not a valid ref name.
+            MessageNotFoundError: no message has this hash.
+        """
+        ...
+
+    async def get_ref(self, name: str) -> str | None:
+        """Return the hash the ref ``name`` points at, or ``None`` when there is no such ref."""
+        ...
+
+    async def delete_ref(self, name: str) -> None:
+        """Delete the ref ``name``; deleting a missing ref does nothing."""
+        ...
+
+    async def refs(self) -> Mapping[str, str]:
+        """Return every ref, name to hash."""
+        ...
+
+    async def get_cached(self, call_hash: str) -> Sequence[str] | None:
+        """Return the response hashes recorded for the call ``call_hash``, or ``None``."""
+        ...
+
+    async def put_cached(self, call_hash: str, response_hashes: Sequence[str]) -> None:
+        """Record that the call ``call_hash`` was answered by ``response_hashes``, in order.
+
+        Raises:
+            MessageNotFoundError: the call or one of the responses is not stored.
+        """
+        ...
+
+    async def verify(self) -> list[IntegrityProblem]:
+        """Check every message, link, ref and cache entry; return the problems (none: sound).
+
+        Recomputes every hash and checks that every ``parent``, ``reply_to`` and ``original``
+        link, every ref and every cached response names a stored message.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release the store's resources. The forum that opened a store closes it."""
+        ...
