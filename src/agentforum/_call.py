@@ -227,12 +227,14 @@ class Call:
         caller = self.caller
         if caller is None:
             return None
-        if caller.call_message is None:
+        if caller.call_message is None and not caller.requests.closed:
             if caller._call_placed is None:
                 caller._call_placed = anyio.Event()
             await caller._call_placed.wait()
-        assert caller.call_message is not None
-        return caller.call_message.parent
+        if caller.call_message is not None:
+            return caller.call_message.parent
+        # The caller failed before its requests were complete: continue after the last one.
+        return None if isinstance(caller._parent, _Unset) else caller._parent
 
     async def _place(
         self,
@@ -358,9 +360,15 @@ class Call:
         await self.forum.store.put(message)
         failure = Failure(message, cause)
         self.forum._failures.append(failure)
+        self._fail_logs(failure)
+
+    def _fail_logs(self, failure: Failure) -> None:
         for log in (self.requests, self.responses):
             if not log.closed:
                 _fail_log(log, failure)
+        if self._call_placed is not None:
+            # Wake the calls nested in this one that wait for its CallMessage (never placed).
+            self._call_placed.set()
 
     def _fail_pending(self) -> None:
         """The call stopped before its branch was written: no consumer may wait forever."""
@@ -373,10 +381,7 @@ class Call:
             error_type="agentforum.AgentCancelled",
             parent=parent,
         )
-        failure = Failure(message, None, observed=True)
-        for log in (self.requests, self.responses):
-            if not log.closed:
-                _fail_log(log, failure)
+        self._fail_logs(Failure(message, None, observed=True))
 
 
 def _fail_log(log: SequenceLog, failure: Failure) -> None:

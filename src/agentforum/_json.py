@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -68,6 +68,15 @@ class FrozenDict(Mapping[str, JSONValue]):
     def __repr__(self) -> str:
         return repr(self._data)
 
+    def __reduce__(self) -> tuple[type[FrozenDict], tuple[dict[str, JSONValue]]]:
+        return (type(self), (self._data,))
+
+    def __copy__(self) -> FrozenDict:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> FrozenDict:
+        return self
+
 
 EMPTY = FrozenDict._trusted({})
 
@@ -76,12 +85,26 @@ def _describe(path: str) -> str:
     return path or "the value"
 
 
-def freeze(value: object, path: str) -> JSONValue:
+#: Metadata and kwargs nest at most this deep (a deeper value raises ValueError).
+MAX_DEPTH: Final = 100
+#: Integers have at most this many decimal digits (Python's own limit for printing is 4300).
+MAX_INT_DIGITS: Final = 4000
+_MAX_INT: Final = 10**MAX_INT_DIGITS
+
+
+def _check_int(value: int, path: str) -> int:
+    if value.bit_length() > 13_000 and abs(value) >= _MAX_INT:
+        raise ValueError(f"{_describe(path)} has more than {MAX_INT_DIGITS} decimal digits")
+    return value
+
+
+def freeze(value: object, path: str, depth: int = 0) -> JSONValue:
     """Return ``value`` as a frozen JSON value.
 
     Raises:
         TypeError: a value (or mapping key) that JSON cannot hold; the message names its path.
-        ValueError: a float that is NaN or infinite, or a string that is not valid Unicode.
+        ValueError: a float that is NaN or infinite, a string that is not valid Unicode, an
+            integer of more than 4000 digits, or nesting deeper than 100 levels.
     """
     kind = type(value)
     if value is None or kind is bool:
@@ -90,22 +113,26 @@ def freeze(value: object, path: str) -> JSONValue:
         check_text(value, path)  # type: ignore[arg-type]
         return value  # type: ignore[return-value]
     if kind is int:
-        return value  # type: ignore[return-value]
+        return _check_int(value, path)  # type: ignore[arg-type]
     if kind is float:
         if not math.isfinite(value):  # type: ignore[arg-type]
             raise ValueError(f"{_describe(path)} is {value!r}: only finite floats are allowed")
         return value  # type: ignore[return-value]
     if isinstance(value, FrozenDict):
         return value
+    if depth >= MAX_DEPTH and isinstance(value, (Mapping, list, tuple)):
+        raise ValueError(f"{_describe(path)} is nested more than {MAX_DEPTH} levels deep")
     if isinstance(value, Mapping):
-        return FrozenDict._trusted(freeze_mapping(value, path))
+        return FrozenDict._trusted(freeze_mapping(value, path, depth + 1))
     if isinstance(value, (list, tuple)):
-        return tuple(freeze(item, f"{path}[{index}]") for index, item in enumerate(value))
+        return tuple(
+            freeze(item, f"{path}[{index}]", depth + 1) for index, item in enumerate(value)
+        )
     # Subclasses of the JSON scalar types (enums, say) are stored as their plain value.
     if isinstance(value, bool):
         return bool(value)
     if isinstance(value, int):
-        return operator.index(value)
+        return _check_int(operator.index(value), path)
     if isinstance(value, float):
         return freeze(float(value), path)
     if isinstance(value, str):
@@ -116,7 +143,7 @@ def freeze(value: object, path: str) -> JSONValue:
     )
 
 
-def freeze_mapping(value: Mapping[Any, object], path: str) -> dict[str, JSONValue]:
+def freeze_mapping(value: Mapping[Any, object], path: str, depth: int = 0) -> dict[str, JSONValue]:
     """Freeze every value of a mapping whose keys must be strings."""
     frozen: dict[str, JSONValue] = {}
     for key, item in value.items():
@@ -127,7 +154,7 @@ def freeze_mapping(value: Mapping[Any, object], path: str) -> dict[str, JSONValu
             )
         key = str.__str__(key)
         check_text(key, f"{path}[{key!r}]")
-        frozen[key] = freeze(item, f"{path}[{key!r}]")
+        frozen[key] = freeze(item, f"{path}[{key!r}]", depth)
     return frozen
 
 

@@ -37,9 +37,14 @@ def _freeze_kwargs(value: object) -> FrozenDict:
     return _freeze(value, "kwargs")
 
 
-def _check_str(name: str, value: object) -> None:
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str, not {type(value).__qualname__}")
+def _check_str(message: Message, name: str) -> None:
+    value = getattr(message, name)
+    if type(value) is not str:
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a str, not {type(value).__qualname__}")
+        # A str subclass (an enum, say) is stored as its plain value, as in metadata.
+        value = str.__str__(value)
+        object.__setattr__(message, name, value)
     check_text(value, name)
 
 
@@ -85,8 +90,8 @@ class Message:
     reply_to: str | None = None
 
     def __attrs_post_init__(self) -> None:
-        _check_str("content", self.content)
-        _check_str("sender", self.sender)
+        _check_str(self, "content")
+        _check_str(self, "sender")
         _check_link("parent", self.parent)
         _check_link("reply_to", self.reply_to)
 
@@ -169,7 +174,7 @@ class CallMessage(Message):
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
-        _check_str("receiver", self.receiver)
+        _check_str(self, "receiver")
 
     def _document(self) -> dict[str, object]:
         return {
@@ -199,7 +204,7 @@ class ErrorMessage(Message):
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
-        _check_str("error_type", self.error_type)
+        _check_str(self, "error_type")
 
     def _document(self) -> dict[str, object]:
         document = super()._document()
@@ -227,16 +232,21 @@ def encode_message(message: Message) -> bytes:
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     document = dict(pairs)
     if len(document) != len(pairs):
-        raise ValueError("duplicate key in an encoded message")
+        seen: set[str] = set()
+        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+        raise ValueError(f"duplicate key {duplicate!r} in an encoded message")
     return document
 
 
 def decode_message(data: bytes | str) -> Message:
-    """Rebuild a message from its encoding, as made by :func:`encode_message`.
+    """Rebuild a message from its canonical encoding, as made by :func:`encode_message`.
+
+    Only the canonical bytes are accepted, so ``encode_message(decode_message(data)) == data``
+    always holds and a stored encoding always hashes to the message's hash.
 
     Raises:
-        ValueError: ``data`` is not an encoded message of a known format and kind, or lacks
-            or adds a field.
+        ValueError: ``data`` is not the canonical encoding of a message of a known format and
+            kind, or lacks or adds a field.
         TypeError: a field has the wrong type.
     """
     try:
@@ -256,4 +266,10 @@ def decode_message(data: bytes | str) -> Message:
         raise ValueError(
             f"a {kind!r} message has the fields {sorted(expected)}, got {sorted(document)}"
         )
-    return cls(**document)
+    message = cls(**document)
+    if encode_message(message) != (data.encode("utf-8") if isinstance(data, str) else data):
+        raise ValueError(
+            "not a canonical encoding: the same message encodes differently "
+            "(see docs/hashing.md for the canonical form)"
+        )
+    return message

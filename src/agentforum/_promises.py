@@ -350,8 +350,12 @@ class StreamedMessage:
         log = self._log
         try:
             if isinstance(self._source, AsyncIterable):
+                count = 0
                 async for token in self._source:
                     log.append(_check_token(token))
+                    count += 1
+                    if count % CHECKPOINT_EVERY == 0:
+                        await checkpoint()
             else:
                 for count, token in enumerate(self._source):
                     log.append(_check_token(token))
