@@ -42,3 +42,44 @@ async def test_nested_call_does_not_hang_when_caller_fails_before_its_call_messa
     error = caught.value.message
     branch = await forum.history(error)
     assert [message.content for message in branch] == ["ok", "requests broke"]
+
+
+async def test_rejected_ask_schedules_nothing_and_forum_exits() -> None:
+    """``ask`` with content of a wrong type raises before any call exists.
+
+    The call used to be scheduled before the content was checked; its requests were never
+    closed, so ``async with forum:`` waited for it forever.
+    """
+    forum = Forum()
+
+    @forum.agent
+    async def echo(ctx: InteractionContext) -> None:
+        ctx.respond("hi")
+
+    with anyio.fail_after(5):
+        async with forum:
+            with pytest.raises(TypeError, match=r"^ask\(\): int is not message content"):
+                echo.ask(42)
+            with pytest.raises(TypeError, match=r"kwargs\['x'\]"):
+                echo.ask("fine", x=object())
+    assert await forum.store.children(None) == []
+
+
+async def test_ask_without_content_is_a_call_without_requests() -> None:
+    """``ask()`` and ``ask(None)`` make a call with no request: the CallMessage is a root."""
+    forum = Forum()
+
+    @forum.agent
+    async def echo(ctx: InteractionContext) -> None:
+        ctx.respond("hi")
+
+    with anyio.fail_after(5):
+        async with forum:
+            for sequence in (echo.ask(), echo.ask(None)):
+                branch = await sequence.history(include_calls=True)
+                assert [type(message).__name__ for message in branch] == [
+                    "CallMessage",
+                    "Message",
+                ]
+                assert branch[0].parent is None
+                assert branch[1].reply_to is None

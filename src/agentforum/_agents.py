@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeAlias
 
 from ._call import Call, current_call
+from ._content import flatten
 from ._exceptions import ForumNotRunningError
 from ._json import EMPTY, FrozenDict, JSONValue, freeze_mapping
 from ._messages import Message, is_hash
@@ -78,8 +79,7 @@ class Agent:
             ForumNotRunningError: the forum is not running.
             TypeError: content or a keyword argument of a type that is not allowed.
         """
-        call = self._start(branch_from, blank_history, kwargs)
-        call.send("requests", content, None, EMPTY)
+        call = self._start(content, branch_from, blank_history, kwargs)
         call.close_requests()
         return MessageSequence(call.responses, self.forum)
 
@@ -112,17 +112,19 @@ class Agent:
         requests. Requests left open are closed when the agent function (or the
         ``async with forum:`` block) that started the call ends.
         """
-        call = self._start(branch_from, blank_history, kwargs)
+        call = self._start(None, branch_from, blank_history, kwargs)
         owner = call.caller
         (owner.open_calls if owner is not None else self.forum._open_calls).append(call)
         return AgentCall(call)
 
     def _start(
         self,
+        content: object,
         branch_from: Message | MessagePromise | str | None,
         blank_history: bool,
         kwargs: dict[str, JSONValue],
     ) -> Call:
+        """Check every argument, then schedule the call: nothing happens if a check fails."""
         forum = self.forum
         group = forum._task_group
         if group is None:
@@ -134,10 +136,12 @@ class Agent:
         if branch_from is not None and blank_history:
             raise ValueError("give branch_from or blank_history=True, not both")
         frozen = FrozenDict._trusted(freeze_mapping(kwargs, "kwargs")) if kwargs else EMPTY
+        items = [] if content is None else flatten(content, "ask()")
         caller = current_call.get()
         if caller is not None and caller.forum is not forum:
             caller = None
         call = Call(self, frozen, branch_from, blank_history, caller)
+        call.send("requests", items, None, EMPTY)
         if caller is not None and caller.task_group is not None:
             group = caller.task_group
         group.start_soon(call.run, name=f"call of {self.alias}")
@@ -162,7 +166,7 @@ class AgentCall:
             TypeError: content of a type that is not allowed.
             anyio.ClosedResourceError: the requests are closed.
         """
-        self._call.send("requests", content, None, EMPTY)
+        self._call.send("requests", flatten(content, "send_request()"), None, EMPTY)
         return self
 
     def response_sequence(self) -> MessageSequence:
@@ -210,4 +214,4 @@ class InteractionContext:
             raise TypeError("respond() got None, which is not message content")
         _check_point(reply_to, "reply_to")
         frozen = FrozenDict._trusted(freeze_mapping(metadata, "metadata")) if metadata else EMPTY
-        self._call.send("responses", content, reply_to, frozen)
+        self._call.send("responses", flatten(content, "respond()"), reply_to, frozen)

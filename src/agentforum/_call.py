@@ -112,14 +112,12 @@ class Call:
     def send(
         self,
         feed: str,
-        content: object,
+        items: list[Item],
         reply_to: str | Message | MessagePromise | None,
         metadata: FrozenDict,
     ) -> None:
-        """Queue content on the ``"requests"`` or ``"responses"`` feed (never blocks)."""
+        """Queue flattened content on the ``"requests"`` or ``"responses"`` feed (never blocks)."""
         stream = self.requests_in if feed == "requests" else self.responses_in
-        where = "send_request()" if feed == "requests" else "respond()"
-        items = flatten(content, where)
         try:
             for item in items:
                 stream.send_nowait((item, reply_to, metadata))

@@ -48,6 +48,6 @@ def _flatten(content: object, where: str, items: list[Item]) -> None:
             _flatten(item, where, items)
     else:
         raise TypeError(
-            f"{where} got a {type(content).__qualname__}, which is not message content "
+            f"{where}: {type(content).__qualname__} is not message content "
             f"(expected {_ACCEPTED})"
         )
