@@ -277,16 +277,21 @@ CALL_BUDGET = 8
 SCENARIO_BUDGET = 24
 
 words = st.text(alphabet="abcxyz é", max_size=6)
+
+
+def _containers(children: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
+    return st.lists(children, max_size=3) | st.dictionaries(
+        st.sampled_from(["k", "ü", "", "z"]), children, max_size=3
+    )
+
+
 json_values = st.recursive(
     st.none()
     | st.booleans()
     | st.integers(-(2**70), 2**70)
     | st.floats(allow_nan=False, allow_infinity=False)
     | words,
-    lambda children: (
-        st.lists(children, max_size=3)
-        | st.dictionaries(st.sampled_from(["k", "ü", "", "z"]), children, max_size=3)
-    ),
+    _containers,
     max_leaves=5,
 )
 kwargs_dicts = st.dictionaries(st.sampled_from(["model", "temperature", "n"]), json_values)

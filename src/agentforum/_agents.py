@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeAlias
 
-from ._call import Call, current_call
+from ._call import Call
 from ._content import flatten
+from ._context import current_call
 from ._exceptions import ForumNotRunningError
 from ._json import EMPTY, FrozenDict, JSONValue, freeze_mapping
 from ._messages import Message, is_hash
 from ._promises import MessagePromise, MessageSequence
+from ._stores._memory import check_prefix
 
 if TYPE_CHECKING:
     from ._forum import Forum
@@ -26,6 +28,8 @@ def _check_point(value: object, name: str) -> None:
     if isinstance(value, str):
         if name == "reply_to" and not is_hash(value):
             raise ValueError(f"reply_to must be a full message hash, got {value!r}")
+        if name == "branch_from":
+            check_prefix(value)
         return
     raise TypeError(
         f"{name} must be a Message, a MessagePromise or a message hash (str), "

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Final
 
 import anyio
 from anyio import BrokenResourceError, ClosedResourceError, create_memory_object_stream
 
 from ._content import Item, flatten
+from ._context import current_call
 from ._exceptions import AgentError
 from ._json import FrozenDict
 from ._messages import CallMessage, ErrorMessage, ForwardedMessage, Message
@@ -23,9 +23,6 @@ if TYPE_CHECKING:
     from ._agents import Agent
     from ._forum import Forum
     from ._json import JSONValue
-
-#: The call whose agent function the current task runs (inherited by the tasks it starts).
-current_call: ContextVar[Call | None] = ContextVar("agentforum.current_call", default=None)
 
 #: One entry of a call's request or response feed: content, its ``reply_to``, its metadata.
 Entry = tuple[Item, "str | Message | MessagePromise | None", FrozenDict]
@@ -59,6 +56,7 @@ class Call:
 
     __slots__ = (
         "_call_placed",
+        "_caller_read",
         "_parent",
         "_reply_default",
         "_requests_out",
@@ -71,9 +69,11 @@ class Call:
         "call_message",
         "caller",
         "forum",
+        "hand_streams",
         "kwargs",
         "open_calls",
         "requests",
+        "requests_closed",
         "requests_in",
         "responses",
         "responses_in",
@@ -96,8 +96,14 @@ class Call:
         self.caller = caller
         self.requests_in, self._requests_out = create_memory_object_stream[Entry](math.inf)
         self.responses_in, self._responses_out = create_memory_object_stream[Entry](math.inf)
-        self.requests = SequenceLog()
+        self.requests = SequenceLog(self)
         self.responses = SequenceLog()
+        self.requests_closed = False
+        # How many of the caller's requests its agent had read when this call was made, if
+        # the caller's requests were still open then (see _default_parent).
+        self._caller_read = (
+            caller.requests.read if caller is not None and not caller.requests_closed else 0
+        )
         self.call_message: CallMessage | None = None
         self._call_placed: anyio.Event | None = None
         self.open_calls: list[Call] = []
@@ -106,6 +112,8 @@ class Call:
         self._parent: str | _Unset | None = UNSET
         self._reply_default: str | None = None
         self._streaming: StreamedMessage | None = None
+        #: Streamed responses produced by hand, to close if the agent function leaves them open.
+        self.hand_streams: list[StreamedMessage] = []
 
     # -- feeding ------------------------------------------------------------------------------
 
@@ -118,20 +126,27 @@ class Call:
     ) -> None:
         """Queue flattened content on the ``"requests"`` or ``"responses"`` feed (never blocks)."""
         stream = self.requests_in if feed == "requests" else self.responses_in
+        if feed == "responses":
+            self.hand_streams.extend(
+                item for item in items if isinstance(item, StreamedMessage) and item._source is None
+            )
         try:
             for item in items:
                 stream.send_nowait((item, reply_to, metadata))
         except ClosedResourceError:
-            raise ClosedResourceError(
-                "the requests of this call are closed (response_sequence() was called)"
-                if feed == "requests"
-                else "the responses of this call are closed (its agent function returned)"
-            ) from None
+            if feed == "responses":
+                reason = "its agent function returned"
+            elif self.requests_closed:
+                reason = "response_sequence() was called"
+            else:
+                reason = "the call has ended; its response sequence tells how"
+            raise ClosedResourceError(f"the {feed} of this call are closed ({reason})") from None
         except BrokenResourceError:
             # The call has already ended in an error, recorded in its branch.
             return
 
     def close_requests(self) -> None:
+        self.requests_closed = True
         self.requests_in.close()
 
     # -- the call's tasks ---------------------------------------------------------------------
@@ -176,6 +191,13 @@ class Call:
             self.responses_in.close()
             for call in self.open_calls:
                 call.close_requests()
+            # A streamed response the function left open ends with it; if the function
+            # failed, the message is incomplete.
+            for stream in self.hand_streams:
+                if not stream._log.closed:
+                    if self.agent_error is not None and stream._error is None:
+                        stream._error = self.agent_error
+                    stream._finish()
 
     def _close_feeds(self) -> None:
         self.requests_in.close()
@@ -221,10 +243,20 @@ class Call:
         return point
 
     async def _default_parent(self) -> str | None:
-        """Where a branch starts by default: after the caller's last request, or a new root."""
+        """Where a branch starts by default: after the caller's last request, or a new root.
+
+        "The caller's last request" is decided by the caller's program order, never by timing:
+        if the caller's requests were complete when this call was made, it is the last of
+        them (placed before the caller's CallMessage). If they were still open (a full-duplex
+        caller), it is the last request the caller's agent function had read from
+        ``ctx.request_messages`` by then; when it had read none, this call waits for the
+        caller's requests to be complete.
+        """
         caller = self.caller
         if caller is None:
             return None
+        if self._caller_read:
+            return (await caller.requests.items[self._caller_read - 1]).hash
         if caller.call_message is None and not caller.requests.closed:
             if caller._call_placed is None:
                 caller._call_placed = anyio.Event()

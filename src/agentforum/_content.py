@@ -48,6 +48,5 @@ def _flatten(content: object, where: str, items: list[Item]) -> None:
             _flatten(item, where, items)
     else:
         raise TypeError(
-            f"{where}: {type(content).__qualname__} is not message content "
-            f"(expected {_ACCEPTED})"
+            f"{where}: {type(content).__qualname__} is not message content (expected {_ACCEPTED})"
         )

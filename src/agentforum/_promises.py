@@ -10,11 +10,13 @@ import attrs
 from anyio import ClosedResourceError
 from anyio.lowlevel import checkpoint
 
+from ._context import current_call
 from ._exceptions import AgentCancelled, AgentError, EmptySequenceError
 from ._json import EMPTY, FrozenDict, JSONValue, freeze_mapping
 from ._log import Log
 
 if TYPE_CHECKING:
+    from ._call import Call
     from ._forum import Forum
     from ._messages import ErrorMessage, Message
 
@@ -43,13 +45,19 @@ class Failure:
 
 
 class SequenceLog(Log["MessagePromise"]):
-    """The promises of a sequence; closed normally or with a :class:`Failure`."""
+    """The promises of a sequence; closed normally or with a :class:`Failure`.
 
-    __slots__ = ("failure",)
+    The requests of a call know their call (``reader``) and count how many of them its agent
+    function has read (``read``), which decides where its nested calls start.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("failure", "read", "reader")
+
+    def __init__(self, reader: Call | None = None) -> None:
         super().__init__()
         self.failure: Failure | None = None
+        self.reader = reader
+        self.read = 0
 
     def fail(self, failure: Failure) -> None:
         self.failure = failure
@@ -243,6 +251,8 @@ class PromiseIterator:
                     raise log.failure.exception()
                 raise StopAsyncIteration
         self._index = index + 1
+        if log.reader is not None and index >= log.read and current_call.get() is log.reader:
+            log.read = index + 1
         return log.items[index]
 
 
@@ -329,7 +339,9 @@ class StreamedMessage:
         return self
 
     async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        if exc is not None and self._error is None:
+        # An exception cuts the message short; cancellation only ends it (the canceller
+        # decides what happens next), and is never kept to be raised again elsewhere.
+        if isinstance(exc, Exception) and self._error is None:
             self._error = exc
         self._finish()
 

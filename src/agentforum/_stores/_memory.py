@@ -11,7 +11,7 @@ from anyio.lowlevel import checkpoint
 from .._exceptions import AmbiguousHashError, MessageNotFoundError
 from .._hashing import sha256_hex
 from .._messages import ForwardedMessage, Message, encode_message, is_hash
-from ._protocol import IntegrityProblem
+from ._protocol import IntegrityProblem, MessageStore
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -52,7 +52,7 @@ def links(message: Message) -> list[tuple[str, str]]:
     return found
 
 
-class MemoryStore:
+class MemoryStore(MessageStore):
     """A :class:`MessageStore` that keeps everything in this process's memory.
 
     The default store of :class:`Forum`. It holds the :class:`Message` objects themselves, so
