@@ -1,0 +1,109 @@
+"""Development tasks. ``python -m nox`` runs the default sessions: tests, lint, typecheck.
+
+``python -m nox -l`` lists the sessions; ``python -m nox -s tests-3.12 -- -k streaming`` runs
+one of them, passing what follows ``--`` to pytest.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import nox
+
+# nox.project.dependency_groups (2025.02.09) and nox.options.download_python (2025.05.01).
+nox.needs_version = ">=2025.5.1"
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+# A Python version that is not installed is skipped, not failed, on CI too (nox fails them
+# there by default); every session that runs still has to pass.
+nox.options.error_on_missing_interpreters = False
+# Use the interpreters that are installed; never fetch one from the network.
+nox.options.download_python = "never"
+nox.options.default_venv_backend = "uv|venv"
+
+ROOT = Path(__file__).parent
+PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+# What lint looks at: Python files only (ruff skips the Markdown files in docs/).
+LINT_PATHS = [
+    path
+    for path in ("src", "tests", "noxfile.py", "examples", "benchmarks", "docs")
+    if (ROOT / path).exists()
+]
+
+
+def _activate_pyenv_versions() -> None:
+    """Make pyenv's ``python3.X`` shims resolve to every installed version in PYTHONS.
+
+    A pyenv shim such as ``python3.12`` fails unless 3.12 is an active pyenv version, so
+    nox would take the shim for an interpreter and then fail to create the session's
+    environment. Activating the newest installed patch release of each version (after the
+    version already active, so ``python`` keeps meaning the same) makes every shim work.
+    A PYENV_VERSION set by the user is left alone.
+    """
+    pyenv = shutil.which("pyenv")
+    if pyenv is None or os.environ.get("PYENV_VERSION"):
+        return
+    try:
+        installed = subprocess.run(
+            [pyenv, "versions", "--bare"], capture_output=True, text=True, check=True
+        ).stdout.split()
+        active = subprocess.run(
+            [pyenv, "version-name"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return
+    chosen = [version for version in active.split(":") if version]
+    for minor in PYTHONS:
+        matches = [
+            version
+            for version in installed
+            if version.startswith(f"{minor}.") and version.removeprefix(f"{minor}.").isdigit()
+        ]
+        if matches:
+            newest = max(matches, key=lambda version: int(version.rsplit(".", 1)[1]))
+            if newest not in chosen:
+                chosen.append(newest)
+    if chosen:
+        os.environ["PYENV_VERSION"] = ":".join(chosen)
+
+
+_activate_pyenv_versions()
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """Run the test suite (asyncio and Trio) under coverage, lines and branches.
+
+    The coverage report ends the session; it fails below ``fail_under`` in pyproject.toml,
+    except when pytest arguments are given (a subset of the tests covers less).
+    """
+    session.install(".", *nox.project.dependency_groups(PYPROJECT, "test"))
+    # One data file per session, so sessions on different interpreters never mix.
+    session.env["COVERAGE_FILE"] = os.path.join(session.virtualenv.location, ".coverage")
+    session.run("coverage", "erase")
+    # coverage exits with pytest's status: a failure, or no test at all (5), fails the session.
+    session.run("coverage", "run", "--parallel-mode", "--branch", "-m", "pytest", *session.posargs)
+    session.run("coverage", "combine", "--quiet")
+    session.run("coverage", "report", *(["--fail-under=0"] if session.posargs else []))
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Check the code with ruff: lint rules and formatting."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
+    session.run("ruff", "check", *LINT_PATHS)
+    session.run("ruff", "format", "--check", *LINT_PATHS)
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """Check the package's types with mypy --strict (settings in pyproject.toml)."""
+    session.install(".", *nox.project.dependency_groups(PYPROJECT, "typecheck"))
+    # mypy checks for Python 3.10 (pyproject.toml), whatever runs it: the backports that
+    # 3.10 needs must be there even when this environment's Python does not install them.
+    session.install("exceptiongroup>=1.2", "typing_extensions>=4.6")
+    session.run("mypy", "--strict")
