@@ -39,21 +39,24 @@ def _activate_pyenv_versions() -> None:
     """Make pyenv's ``python3.X`` shims resolve to every installed version in PYTHONS.
 
     A pyenv shim such as ``python3.12`` fails unless 3.12 is an active pyenv version, so
-    nox would take the shim for an interpreter and then fail to create the session's
-    environment. Activating the newest installed patch release of each version (after the
-    version already active, so ``python`` keeps meaning the same) makes every shim work.
-    A PYENV_VERSION set by the user is left alone.
+    nox would take the shim for an interpreter and then report it missing. Adding the newest
+    installed patch release of each version after the versions already active (from
+    PYENV_VERSION, or pyenv's own setting), so ``python`` keeps meaning the same, makes
+    every shim work.
     """
     pyenv = shutil.which("pyenv")
-    if pyenv is None or os.environ.get("PYENV_VERSION"):
+    if pyenv is None:
         return
     try:
         installed = subprocess.run(
             [pyenv, "versions", "--bare"], capture_output=True, text=True, check=True
         ).stdout.split()
-        active = subprocess.run(
-            [pyenv, "version-name"], capture_output=True, text=True, check=False
-        ).stdout.strip()
+        active = (
+            os.environ.get("PYENV_VERSION")
+            or subprocess.run(
+                [pyenv, "version-name"], capture_output=True, text=True, check=False
+            ).stdout.strip()
+        )
     except (OSError, subprocess.CalledProcessError):
         return
     chosen = [version for version in active.split(":") if version]
@@ -63,10 +66,8 @@ def _activate_pyenv_versions() -> None:
             for version in installed
             if version.startswith(f"{minor}.") and version.removeprefix(f"{minor}.").isdigit()
         ]
-        if matches:
-            newest = max(matches, key=lambda version: int(version.rsplit(".", 1)[1]))
-            if newest not in chosen:
-                chosen.append(newest)
+        if matches and not any(version.startswith(f"{minor}.") for version in chosen):
+            chosen.append(max(matches, key=lambda version: int(version.rsplit(".", 1)[1])))
     if chosen:
         os.environ["PYENV_VERSION"] = ":".join(chosen)
 
