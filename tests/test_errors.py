@@ -785,7 +785,7 @@ async def test_agent_aliases_must_be_unique_and_non_empty() -> None:
     assert make_echo(Forum()).alias == "echo"
 
 
-@pytest.mark.parametrize("store", [42, "not a store object", object(), {}])
+@pytest.mark.parametrize("store", [42, b"bytes are not a path", object(), {}])
 def test_forum_store_must_be_a_message_store(store: object) -> None:
     """Forum(store=42) (or any object that is not a MessageStore) raises TypeError."""
     with pytest.raises(TypeError, match="MessageStore"):

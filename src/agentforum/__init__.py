@@ -12,6 +12,7 @@ from ._exceptions import EmptySequenceError as EmptySequenceError
 from ._exceptions import ForumNotRunningError as ForumNotRunningError
 from ._exceptions import IntegrityError as IntegrityError
 from ._exceptions import MessageNotFoundError as MessageNotFoundError
+from ._exceptions import StoreError as StoreError
 from ._forum import Forum as Forum
 from ._json import FrozenDict as FrozenDict
 from ._json import JSONValue as JSONValue
@@ -27,6 +28,7 @@ from ._promises import StreamedMessage as StreamedMessage
 from ._stores._memory import MemoryStore as MemoryStore
 from ._stores._protocol import IntegrityProblem as IntegrityProblem
 from ._stores._protocol import MessageStore as MessageStore
+from ._stores._sqlite import SQLiteStore as SQLiteStore
 
 __all__ = (
     "Agent",
@@ -53,6 +55,8 @@ __all__ = (
     "MessagePromise",
     "MessageSequence",
     "MessageStore",
+    "SQLiteStore",
+    "StoreError",
     "StreamedMessage",
     "decode_message",
     "encode_message",

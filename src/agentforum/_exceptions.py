@@ -8,6 +8,7 @@ Every error the library raises on purpose derives from :class:`AgentForumError`:
     ├── AmbiguousHashError      a hash prefix names more than one message
     ├── EmptySequenceError      ``await seq.last()`` on a sequence without messages
     ├── IntegrityError          a stored message does not match its hash
+    ├── StoreError              a store cannot be opened (missing, not ours, too new)
     └── AgentError              an agent raised; ``.message`` is the recorded ErrorMessage
         └── AgentCancelled      the call was cancelled
 
@@ -48,6 +49,11 @@ class EmptySequenceError(AgentForumError, LookupError):
 
 class IntegrityError(AgentForumError):
     """A stored message's fields do not hash to the hash it is stored under."""
+
+
+class StoreError(AgentForumError):
+    """A store cannot be opened or used: a missing file, or one that is not an agentforum
+    database (or is one of a newer schema than this version of agentforum reads)."""
 
 
 class AgentError(AgentForumError):

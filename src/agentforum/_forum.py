@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 from typing import TYPE_CHECKING, overload
 
@@ -13,12 +14,13 @@ from ._messages import CallMessage, Message
 from ._promises import Failure, MessagePromise
 from ._stores._memory import MemoryStore
 from ._stores._protocol import MessageStore
+from ._stores._sqlite import SQLiteStore
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import ExceptionGroup
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from types import TracebackType
 
     from anyio.abc import TaskGroup
@@ -35,7 +37,9 @@ class Forum:
     entered again after it exits, but not while it runs.
 
     Args:
-        store: Where messages are kept: a :class:`MessageStore`, or ``None`` for a new
+        store: Where messages are kept: a :class:`MessageStore`; a path (``str`` or
+            :class:`os.PathLike`), which opens an :class:`SQLiteStore` there (created if
+            missing) that the forum closes when it exits; or ``None`` for a new
             :class:`MemoryStore`.
         strict_errors: Raise, when the ``async with`` block exits, the errors of agents that
             no consumer observed, as an :exc:`ExceptionGroup` of :exc:`AgentError`. With
@@ -45,17 +49,34 @@ class Forum:
         TypeError: ``store`` is not a store.
     """
 
-    __slots__ = ("_agents", "_failures", "_open_calls", "_store", "_task_group", "strict_errors")
+    __slots__ = (
+        "_agents",
+        "_failures",
+        "_open_calls",
+        "_owns_store",
+        "_store",
+        "_task_group",
+        "strict_errors",
+    )
 
-    def __init__(self, store: MessageStore | None = None, *, strict_errors: bool = True) -> None:
+    def __init__(
+        self,
+        store: MessageStore | str | os.PathLike[str] | None = None,
+        *,
+        strict_errors: bool = True,
+    ) -> None:
+        self._owns_store = False
         if store is None:
             store = MemoryStore()
+        elif isinstance(store, (str, os.PathLike)):
+            store = SQLiteStore(store)
+            self._owns_store = True
         elif not isinstance(store, MessageStore):
             raise TypeError(
-                f"store must be a MessageStore (such as MemoryStore()) or None, "
-                f"not {type(store).__qualname__}"
+                f"store must be a MessageStore (such as MemoryStore()), a path to an SQLite "
+                f"database, or None, not {type(store).__qualname__}"
             )
-        self._store = store
+        self._store: MessageStore = store
         #: Whether unobserved agent errors are raised when the forum exits.
         self.strict_errors = strict_errors
         self._agents: dict[str, Agent] = {}
@@ -137,17 +158,52 @@ class Forum:
             return decorate(function)
         return decorate
 
-    async def get(self, hash_or_prefix: str) -> Message:
-        """Return the message with this hash, or the one whose hash starts with this prefix.
+    async def get(self, name: str) -> Message:
+        """Return the message a ref, a hash or a hash prefix names.
 
-        A prefix has at least 6 hex characters, as in git.
+        A ref (see :meth:`set_ref`) is looked up first, then a full hash or a unique prefix
+        of at least 6 hex characters, as in git.
 
         Raises:
-            ValueError: not 6 to 64 lowercase hexadecimal characters.
+            ValueError: no such ref, and not 6 to 64 lowercase hexadecimal characters.
             MessageNotFoundError: no message matches.
             AmbiguousHashError: more than one message matches.
         """
-        return await self._store.resolve(hash_or_prefix)
+        if not isinstance(name, str):
+            raise TypeError(
+                f"get() takes a ref, hash or hash prefix (str), not {type(name).__qualname__}"
+            )
+        target = await self._store.get_ref(name)
+        if target is not None:
+            return await self._store.get(target)
+        return await self._store.resolve(name)
+
+    async def set_ref(self, name: str, message: Message | MessagePromise | str) -> None:
+        """Point the ref ``name`` at ``message`` (a message, promise, hash or prefix).
+
+        Refs are named pointers to messages, like git branches: the only thing in a store
+        that changes. Setting an existing ref moves it.
+
+        Raises:
+            ValueError: ``name`` is not a valid ref name (no white space or ``~^:?*[\\``).
+            MessageNotFoundError: the message is not in the store.
+        """
+        if isinstance(message, MessagePromise):
+            message = await message
+        if isinstance(message, Message):
+            await self._store.put(message)
+            key = message.hash
+        else:
+            key = (await self._store.resolve(message)).hash
+        await self._store.set_ref(name, key)
+
+    async def delete_ref(self, name: str) -> None:
+        """Delete the ref ``name`` (the message stays); deleting a missing ref does nothing."""
+        await self._store.delete_ref(name)
+
+    async def refs(self) -> Mapping[str, str]:
+        """Return every ref of the store, name to hash, sorted by name."""
+        return await self._store.refs()
 
     async def history(
         self, message: Message | MessagePromise | str, *, include_calls: bool = False
@@ -194,6 +250,9 @@ class Forum:
             suppress = await group.__aexit__(exc_type, exc, tb)
         finally:
             self._task_group = None
+            if self._owns_store:
+                with anyio.CancelScope(shield=True):
+                    await self._store.aclose()
         unobserved = [failure for failure in self._failures if not failure.observed]
         self._failures = []
         if exc_type is None and self.strict_errors and unobserved:

@@ -14,7 +14,7 @@ from .._messages import ForwardedMessage, Message, encode_message, is_hash
 from ._protocol import IntegrityProblem, MessageStore
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
 
 _PREFIX_RE: Final = re.compile(r"[0-9a-f]{6,64}")
 _REF_RE: Final = re.compile(r"[^\s\x00-\x1f\x7f~^:?*\[\\]{1,255}")
@@ -86,6 +86,19 @@ class MemoryStore(MessageStore):
             self._require(value, f"{field}")
         self._messages[key] = message
         self._children.setdefault(message.parent, []).append(key)
+        self._sorted = None
+
+    async def put_many(self, messages: Iterable[Message]) -> None:
+        await checkpoint()
+        batch = {message.hash: message for message in messages}
+        for message in batch.values():
+            for field, value in links(message):
+                if value not in batch and value not in self._messages:
+                    raise MessageNotFoundError(f"{field} {value} is not in the store")
+        for key, message in batch.items():
+            if key not in self._messages:
+                self._messages[key] = message
+                self._children.setdefault(message.parent, []).append(key)
         self._sorted = None
 
     async def get(self, hash: str) -> Message:

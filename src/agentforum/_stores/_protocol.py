@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import attrs
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
 
     from .._messages import Message
 
@@ -42,6 +42,16 @@ class MessageStore(Protocol):
 
         Raises:
             MessageNotFoundError: its ``parent``, ``reply_to`` or ``original`` is not stored.
+        """
+        ...
+
+    async def put_many(self, messages: Iterable[Message]) -> None:
+        """Store several messages at once: all of them, or none if one cannot be stored.
+
+        The messages may link to each other, in any order.
+
+        Raises:
+            MessageNotFoundError: a link names a message that is neither stored nor given.
         """
         ...
 
