@@ -211,7 +211,7 @@ class Forum:
         """Return the branch from its root to ``message``, oldest first.
 
         Args:
-            message: A message, a promise of one, a hash or a hash prefix.
+            message: A message, a promise of one, or a ref, hash or hash prefix.
             include_calls: Keep the :class:`CallMessage` nodes (left out by default).
 
         Raises:
