@@ -267,9 +267,12 @@ def decode_message(data: bytes | str) -> Message:
             f"a {kind!r} message has the fields {sorted(expected)}, got {sorted(document)}"
         )
     message = cls(**document)
-    if encode_message(message) != (data.encode("utf-8") if isinstance(data, str) else data):
+    encoding = encode_message(message)
+    if encoding != (data.encode("utf-8") if isinstance(data, str) else data):
         raise ValueError(
             "not a canonical encoding: the same message encodes differently "
             "(see docs/hashing.md for the canonical form)"
         )
+    # The hash is that of these very bytes: fill the cached property without encoding again.
+    object.__setattr__(message, "hash", sha256_hex(encoding))
     return message
