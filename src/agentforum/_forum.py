@@ -93,6 +93,17 @@ class Forum:
         """The :class:`MessageStore` that holds this forum's messages."""
         return self._store
 
+    def _swap_store(self, store: MessageStore) -> MessageStore:
+        """Replace the store of a forum that is not running; return the previous one.
+
+        For agentforum's own tools (``agentforum.testing`` runs an agent system against a
+        fresh store per trial); not part of the public API.
+        """
+        if self._task_group is not None:
+            raise RuntimeError("the store of a running forum cannot be replaced")
+        previous, self._store = self._store, store
+        return previous
+
     @property
     def is_running(self) -> bool:
         """Whether the forum is inside its ``async with`` block (agents can be called)."""
