@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import inspect
 import itertools
+import subprocess
+import sys
 import types
 import typing
 from pathlib import Path
@@ -106,14 +108,34 @@ def test_no_public_name_is_missing_from_all() -> None:
     assert missing == []
 
 
+#: The optional parts: sub-packages that import the core, never the other way round.
+PUBLIC_SUBPACKAGES = {"cli", "testing"}
+
+
 def test_no_private_module_is_public() -> None:
-    """The package's modules are private (underscored): users import from ``agentforum``."""
+    """The core's modules are private (underscored): users import from ``agentforum``."""
     modules = [
         name
         for name, value in vars(agentforum).items()
-        if isinstance(value, types.ModuleType) and not name.startswith("_")
+        if isinstance(value, types.ModuleType)
+        and name.isidentifier()  # pytest's assertion rewriting adds "@py_builtins"
+        and not name.startswith("_")
+        and name not in PUBLIC_SUBPACKAGES
     ]
     assert modules == []
+
+
+def test_the_core_imports_no_optional_part() -> None:
+    """Importing agentforum loads none of its optional sub-packages (CLI, testing toolkit)."""
+    code = (
+        "import sys, agentforum; "
+        "print(sorted(m for m in sys.modules if m.startswith(('agentforum.cli', "
+        "'agentforum.testing', 'click', 'rich', 'hypothesis', 'pytest'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("name", CLASSES_AND_FUNCTIONS)

@@ -12,7 +12,7 @@ import anyio
 from ._agents import Agent, AgentFunction
 from ._messages import CallMessage, Message
 from ._promises import Failure, MessagePromise
-from ._stores._memory import MemoryStore
+from ._stores._memory import MemoryStore, is_ref_name
 from ._stores._protocol import MessageStore
 from ._stores._sqlite import SQLiteStore
 
@@ -184,13 +184,14 @@ class Forum:
             raise TypeError(
                 f"get() takes a ref, hash or hash prefix (str), not {type(name).__qualname__}"
             )
-        target = await self._store.get_ref(name)
-        if target is not None:
-            return await self._store.get(target)
+        if is_ref_name(name):
+            target = await self._store.get_ref(name)
+            if target is not None:
+                return await self._store.get(target)
         return await self._store.resolve(name)
 
     async def set_ref(self, name: str, message: Message | MessagePromise | str) -> None:
-        """Point the ref ``name`` at ``message`` (a message, promise, hash or prefix).
+        """Point the ref ``name`` at ``message`` (a message, a promise, or a ref, hash or prefix).
 
         Refs are named pointers to messages, like git branches: the only thing in a store
         that changes. Setting an existing ref moves it.
@@ -205,7 +206,7 @@ class Forum:
             await self._store.put(message)
             key = message.hash
         else:
-            key = (await self._store.resolve(message)).hash
+            key = (await self.get(message)).hash
         await self._store.set_ref(name, key)
 
     async def delete_ref(self, name: str) -> None:
@@ -239,6 +240,9 @@ class Forum:
     async def __aenter__(self) -> Self:
         if self._task_group is not None:
             raise RuntimeError("this forum is running already: it cannot be entered twice")
+        if isinstance(self._store, SQLiteStore) and self._owns_store:
+            # A file that cannot be opened is reported here, not by the first agent call.
+            await self._store.open()
         group = anyio.create_task_group()
         await group.__aenter__()
         self._task_group = group

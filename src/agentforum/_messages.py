@@ -253,6 +253,8 @@ def decode_message(data: bytes | str) -> Message:
         document = json.loads(data, object_pairs_hook=_reject_duplicates)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"not an encoded message: {exc}") from None
+    except RecursionError:
+        raise ValueError("not an encoded message: it is nested too deeply") from None
     if not isinstance(document, dict):
         raise ValueError("not an encoded message: the top level is not a JSON object")
     if document.pop("format", None) != FORMAT:

@@ -10,6 +10,7 @@ from anyio.lowlevel import checkpoint
 
 from .._exceptions import AmbiguousHashError, MessageNotFoundError
 from .._hashing import sha256_hex
+from .._json import check_text
 from .._messages import ForwardedMessage, Message, encode_message, is_hash
 from ._protocol import IntegrityProblem, MessageStore
 
@@ -30,14 +31,27 @@ def check_prefix(hash_or_prefix: str) -> str:
     return hash_or_prefix
 
 
+def is_ref_name(name: str) -> bool:
+    """Return whether ``name`` is a valid ref name."""
+    return isinstance(name, str) and _REF_RE.fullmatch(name) is not None and _is_text(name)
+
+
 def check_ref_name(name: str) -> str:
     """Return ``name`` if it is a valid ref name (as in git: no spaces, ``~^:?*[\\``)."""
-    if not isinstance(name, str) or _REF_RE.fullmatch(name) is None:
+    if not is_ref_name(name):
         raise ValueError(
             f"{name!r} is not a valid ref name: use 1 to 255 characters, none of them "
             "white space, control characters or ~^:?*[\\"
         )
     return name
+
+
+def _is_text(name: str) -> bool:
+    try:
+        check_text(name, "ref name")
+    except ValueError:
+        return False
+    return True
 
 
 def links(message: Message) -> list[tuple[str, str]]:
@@ -143,11 +157,11 @@ class MemoryStore(MessageStore):
 
     async def get_ref(self, name: str) -> str | None:
         await checkpoint()
-        return self._refs.get(name)
+        return self._refs.get(check_ref_name(name))
 
     async def delete_ref(self, name: str) -> None:
         await checkpoint()
-        self._refs.pop(name, None)
+        self._refs.pop(check_ref_name(name), None)
 
     async def refs(self) -> Mapping[str, str]:
         await checkpoint()

@@ -96,11 +96,19 @@ class MessageStore(Protocol):
         ...
 
     async def get_ref(self, name: str) -> str | None:
-        """Return the hash the ref ``name`` points at, or ``None`` when there is no such ref."""
+        """Return the hash the ref ``name`` points at, or ``None`` when there is no such ref.
+
+        Raises:
+            ValueError: ``name`` is not a valid ref name.
+        """
         ...
 
     async def delete_ref(self, name: str) -> None:
-        """Delete the ref ``name``; deleting a missing ref does nothing."""
+        """Delete the ref ``name``; deleting a missing ref does nothing.
+
+        Raises:
+            ValueError: ``name`` is not a valid ref name.
+        """
         ...
 
     async def refs(self) -> Mapping[str, str]:

@@ -34,7 +34,7 @@ CREATE TABLE messages (
     reply_to TEXT REFERENCES messages (hash) DEFERRABLE INITIALLY DEFERRED,
     original TEXT REFERENCES messages (hash) DEFERRABLE INITIALLY DEFERRED,
     encoding BLOB NOT NULL
-) WITHOUT ROWID;
+);
 CREATE INDEX messages_by_parent ON messages (parent);
 CREATE TABLE refs (
     name TEXT PRIMARY KEY NOT NULL,
@@ -51,14 +51,16 @@ _INSERT: Final = (
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 
+# UNION (not UNION ALL): rows are visited once, so even a cycle of tampered parent columns
+# ends. The branch is then rebuilt by following the *decoded* parents, never the column.
 _ANCESTORS: Final = """
-WITH RECURSIVE branch (hash, parent, encoding, depth) AS (
-    SELECT hash, parent, encoding, 0 FROM messages WHERE hash = ?
-    UNION ALL
-    SELECT messages.hash, messages.parent, messages.encoding, branch.depth + 1
+WITH RECURSIVE branch (hash, parent, encoding) AS (
+    SELECT hash, parent, encoding FROM messages WHERE hash = ?
+    UNION
+    SELECT messages.hash, messages.parent, messages.encoding
     FROM messages JOIN branch ON messages.hash = branch.parent
 )
-SELECT hash, encoding FROM branch ORDER BY depth DESC
+SELECT hash, encoding FROM branch
 """
 
 
@@ -128,6 +130,15 @@ class SQLiteStore(MessageStore):
         """The path of the database file."""
         return self._path
 
+    async def open(self) -> None:
+        """Open the database now rather than on first use (nothing happens if it is open).
+
+        Raises:
+            StoreError: the file is missing (with ``create=False``) or cannot be an
+                agentforum database; it is left untouched.
+        """
+        await self._run(lambda connection: None)
+
     # -- plumbing -----------------------------------------------------------------------------
 
     async def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
@@ -163,9 +174,16 @@ class SQLiteStore(MessageStore):
     def _check_and_prepare(self, connection: sqlite3.Connection) -> None:
         path = self._path
         try:
-            application_id = connection.execute("PRAGMA application_id").fetchone()[0]
-            version = connection.execute("PRAGMA user_version").fetchone()[0]
-            tables = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            # One read transaction: another process may be creating the schema right now.
+            connection.execute("BEGIN")
+            try:
+                application_id = connection.execute("PRAGMA application_id").fetchone()[0]
+                version = connection.execute("PRAGMA user_version").fetchone()[0]
+                tables = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            finally:
+                connection.execute("COMMIT")
+        except sqlite3.OperationalError as exc:  # locked, unreadable, ...
+            raise StoreError(f"{path}: cannot open: {exc}") from None
         except sqlite3.DatabaseError:
             raise StoreError(f"{path} is not an agentforum database (not SQLite)") from None
         if application_id == 0 and tables == 0:
@@ -271,10 +289,22 @@ class SQLiteStore(MessageStore):
 
     async def ancestors(self, hash: str) -> list[Message]:
         def select(connection: sqlite3.Connection) -> list[Message]:
-            rows = connection.execute(_ANCESTORS, (hash,)).fetchall()
-            if not rows:
+            encodings = dict(connection.execute(_ANCESTORS, (hash,)).fetchall())
+            if not encodings:
                 raise MessageNotFoundError(f"message {hash} is not in the store")
-            return [_decode(key, encoding) for key, encoding in rows]
+            branch: list[Message] = []
+            key: str | None = hash
+            while key is not None:
+                if key not in encodings:
+                    raise IntegrityError(
+                        f"the branch of {hash} is broken at {branch[-1].hash}: its stored "
+                        "parent column disagrees with its fields"
+                    )
+                message = _decode(key, encodings[key])
+                branch.append(message)
+                key = message.parent
+            branch.reverse()
+            return branch
 
         return await self._run(select)
 
@@ -283,7 +313,14 @@ class SQLiteStore(MessageStore):
             rows = connection.execute(
                 "SELECT hash, encoding FROM messages WHERE parent IS ? ORDER BY hash", (hash,)
             ).fetchall()
-            return [_decode(key, encoding) for key, encoding in rows]
+            children = [_decode(key, encoding) for key, encoding in rows]
+            for child in children:
+                if child.parent != hash:
+                    raise IntegrityError(
+                        f"message {child.hash} is stored under parent {hash}, "
+                        f"but its fields name {child.parent}"
+                    )
+            return children
 
         return await self._run(select)
 
@@ -305,6 +342,8 @@ class SQLiteStore(MessageStore):
         await self._run(upsert)
 
     async def get_ref(self, name: str) -> str | None:
+        check_ref_name(name)
+
         def select(connection: sqlite3.Connection) -> str | None:
             row = connection.execute("SELECT hash FROM refs WHERE name = ?", (name,)).fetchone()
             return None if row is None else str(row[0])
@@ -312,9 +351,12 @@ class SQLiteStore(MessageStore):
         return await self._run(select)
 
     async def delete_ref(self, name: str) -> None:
-        await self._run(
-            lambda connection: connection.execute("DELETE FROM refs WHERE name = ?", (name,))
-        )
+        check_ref_name(name)
+
+        def delete(connection: sqlite3.Connection) -> None:
+            connection.execute("DELETE FROM refs WHERE name = ?", (name,))
+
+        await self._run(delete)
 
     async def refs(self) -> Mapping[str, str]:
         def select(connection: sqlite3.Connection) -> dict[str, str]:

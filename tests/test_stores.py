@@ -1,0 +1,840 @@
+"""One store test suite, run against MemoryStore and SQLiteStore on asyncio and on Trio.
+
+The first part pins the :class:`MessageStore` contract method by method; the second is a
+Hypothesis state machine that drives a store through random puts, batches, refs and cache
+entries and compares everything it reads back with a plain dict model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import random
+import tempfile
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+import anyio
+import hypothesis
+import pytest
+from anyio.from_thread import start_blocking_portal
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    invariant,
+    multiple,
+    precondition,
+    rule,
+)
+
+from agentforum import (
+    AmbiguousHashError,
+    CallMessage,
+    ErrorMessage,
+    ForwardedMessage,
+    MemoryStore,
+    Message,
+    MessageNotFoundError,
+    MessageStore,
+    SQLiteStore,
+    encode_message,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+    from pathlib import Path
+
+    from anyio.from_thread import BlockingPortal
+    from hypothesis.stateful import MultipleResults
+
+pytestmark = pytest.mark.anyio
+
+T = TypeVar("T")
+
+UNKNOWN = "f" * 64
+INVALID_PREFIXES = [
+    "",
+    "abc",
+    "abcde",
+    "ABCDEF",
+    "abcdeg",
+    "xyz123",
+    " abcdef",
+    "a" * 65,
+    "a" * 64 + "\n",
+]
+INVALID_REF_NAMES = ["", "a b", "a\tb", "a\nb", "a\x00b", "a\x7fb", "a~1", "a^", "a:b", "a?", "a*"]
+INVALID_REF_NAMES += ["a[0]", "a\\b", "x" * 256]
+VALID_REF_NAMES = ["main", "feature/x", "v1.0", "ünïcødé", "日本", "x" * 255, "abcdef", "HEAD"]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MessageStore]:
+    """A fresh, empty store of each kind (an SQLiteStore in a new file), closed afterwards."""
+    new: MessageStore = (
+        MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "s.db")
+    )
+    yield new
+    await new.aclose()
+
+
+def message(content: str, parent: Message | None = None) -> Message:
+    """Return a message from "s" continuing ``parent`` (a root if None)."""
+    return Message(content=content, sender="s", parent=None if parent is None else parent.hash)
+
+
+def chain(*contents: str, parent: Message | None = None) -> list[Message]:
+    """Return a branch of messages with ``contents``, each the child of the one before."""
+    branch: list[Message] = []
+    for content in contents:
+        parent = message(content, parent)
+        branch.append(parent)
+    return branch
+
+
+@functools.cache
+def colliding_pair() -> tuple[Message, Message]:
+    """Two root messages whose hashes share their first 6 hex characters (birthday search)."""
+    seen: dict[str, Message] = {}
+    index = 0
+    while True:
+        candidate = Message(content=str(index), sender="s")
+        prefix = candidate.hash[:6]
+        if prefix in seen:
+            return seen[prefix], candidate
+        seen[prefix] = candidate
+        index += 1
+
+
+def every_kind() -> list[Message]:
+    """One message of each kind, linked to each other, with awkward metadata and kwargs."""
+    root = Message(
+        content='héllo wörld ✓ 日本語 🎉 \u2028 "quoted" \\ \x01',
+        sender="üser",
+        metadata={
+            "big": 10**3000,
+            "negative": -(2**200),
+            "floats": [0.1, -0.0, 1e308, 5e-324, -2.5e-10, 1.0],
+            "nested": {"a": [1, {"b": None}], "ü": True, "": False},
+            "text": "ß\U0001f600",
+        },
+    )
+    call = CallMessage(
+        receiver="agent",
+        kwargs={"n": 3, "xs": [1, 2.5, "three", None], "opts": {"deep": {"deeper": [True]}}},
+        parent=root.hash,
+        metadata={"k": "v"},
+    )
+    reply = Message(content="", sender="agent", parent=call.hash, reply_to=root.hash)
+    forward = ForwardedMessage(
+        content=root.content,
+        sender="agent",
+        parent=reply.hash,
+        reply_to=root.hash,
+        original=root.hash,
+        metadata={"why": "forwarded"},
+    )
+    error = ErrorMessage(
+        content="boom: ünicode",
+        sender="agent",
+        error_type="mymodule.MyError",
+        parent=forward.hash,
+        reply_to=reply.hash,
+    )
+    return [root, call, reply, forward, error]
+
+
+def hashes(messages: Iterable[Message]) -> list[str]:
+    """Return the hashes of ``messages``, in order."""
+    return [each.hash for each in messages]
+
+
+# -- the protocol ------------------------------------------------------------------------------
+
+
+async def test_stores_implement_the_protocol(store: MessageStore) -> None:
+    """Both stores are instances of the runtime-checkable MessageStore protocol."""
+    assert isinstance(store, MessageStore)
+
+
+async def test_empty_store_has_nothing(store: MessageStore) -> None:
+    """A new store has no roots, no refs, no cache entries, and verifies clean."""
+    assert await store.children(None) == []
+    assert dict(await store.refs()) == {}
+    assert await store.get_cached(UNKNOWN) is None
+    assert await store.verify() == []
+
+
+# -- put ---------------------------------------------------------------------------------------
+
+
+async def test_put_then_get_returns_an_equal_message(store: MessageStore) -> None:
+    """A stored message comes back from get with the same hash, type and fields."""
+    root, child = chain("a", "b")
+    await store.put(root)
+    await store.put(child)
+    got = await store.get(child.hash)
+    assert got == child
+    assert type(got) is Message
+    assert (got.content, got.sender, got.parent) == ("b", "s", root.hash)
+
+
+async def test_put_is_idempotent(store: MessageStore) -> None:
+    """Putting the same message twice (or an equal copy) stores it once."""
+    root, child = chain("a", "b")
+    await store.put(root)
+    await store.put(child)
+    await store.put(child)
+    await store.put(message("b", root))
+    await store.put_many([child, child, root])
+    assert hashes(await store.children(root.hash)) == [child.hash]
+    assert hashes(await store.children(None)) == [root.hash]
+    assert await store.verify() == []
+
+
+@pytest.mark.parametrize("field", ["parent", "reply_to", "original"])
+async def test_put_with_a_missing_link_raises_naming_the_field(
+    store: MessageStore, field: str
+) -> None:
+    """A message linking to an unstored hash is refused with the field's name; nothing stored."""
+    root = message("root")
+    await store.put(root)
+    links: dict[str, Any] = {
+        "parent": root.hash,
+        "reply_to": root.hash,
+        "original": root.hash,
+        field: UNKNOWN,
+    }
+    bad = ForwardedMessage(content="x", sender="s", **links)
+    with pytest.raises(MessageNotFoundError, match=rf"{field} {UNKNOWN}"):
+        await store.put(bad)
+    with pytest.raises(MessageNotFoundError):
+        await store.get(bad.hash)
+    assert await store.children(root.hash) == []
+    assert await store.children(UNKNOWN) == []
+    assert await store.verify() == []
+
+
+async def test_put_many_stores_a_batch_in_any_order(store: MessageStore) -> None:
+    """A batch whose messages link to each other is stored whatever its order."""
+    root, call, reply, forward, error = every_kind()
+    batch = [error, forward, reply, call, root]
+    random.Random(5).shuffle(batch)
+    await store.put_many(batch)
+    assert hashes(await store.ancestors(error.hash)) == hashes([root, call, reply, forward, error])
+    assert await store.verify() == []
+
+
+async def test_put_many_accepts_a_generator_and_an_empty_batch(store: MessageStore) -> None:
+    """put_many takes any iterable, a one-shot generator included; an empty one stores nothing."""
+    branch = chain("a", "b", "c")
+    await store.put_many(each for each in branch)
+    await store.put_many([])
+    await store.put_many(iter(()))
+    assert hashes(await store.ancestors(branch[-1].hash)) == hashes(branch)
+
+
+@pytest.mark.parametrize("position", [0, 1, 3])
+@pytest.mark.parametrize("field", ["parent", "reply_to", "original"])
+async def test_put_many_is_atomic(store: MessageStore, field: str, position: int) -> None:
+    """One message of a batch with a missing link: the whole batch is refused, none stored."""
+    existing = message("existing")
+    await store.put(existing)
+    good = chain("a", "b", "c", parent=existing)
+    links: dict[str, Any] = {
+        "parent": good[0].hash,
+        "reply_to": None,
+        "original": existing.hash,
+        field: UNKNOWN,
+    }
+    bad = ForwardedMessage(content="bad", sender="s", **links)
+    batch = [*good]
+    batch.insert(position, bad)
+    with pytest.raises(MessageNotFoundError, match=rf"{field} {UNKNOWN}"):
+        await store.put_many(batch)
+    for each in batch:
+        with pytest.raises(MessageNotFoundError):
+            await store.get(each.hash)
+    assert await store.children(existing.hash) == []
+    assert hashes(await store.children(None)) == [existing.hash]
+    assert await store.verify() == []
+
+
+async def test_put_many_may_link_to_stored_messages(store: MessageStore) -> None:
+    """A batch may continue a branch that is already stored, and repeat stored messages."""
+    first = chain("a", "b")
+    await store.put_many(first)
+    second = chain("c", "d", parent=first[-1])
+    await store.put_many([second[1], first[1], second[0]])
+    assert hashes(await store.ancestors(second[-1].hash)) == hashes(first + second)
+    assert hashes(await store.children(first[-1].hash)) == [second[0].hash]
+
+
+async def test_concurrent_puts_are_all_stored(store: MessageStore) -> None:
+    """Many puts from concurrent tasks all land, each once."""
+    root = message("root")
+    await store.put(root)
+    children = [message(str(index), root) for index in range(40)]
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as group:
+            for child in children:
+                group.start_soon(store.put, child)
+                group.start_soon(store.put, child)
+    assert hashes(await store.children(root.hash)) == sorted(c.hash for c in children)
+
+
+async def test_a_put_in_a_cancelled_scope_is_cancelled_and_stores_nothing(
+    store: MessageStore,
+) -> None:
+    """put is a checkpoint: in an already cancelled scope it raises cancellation, stores nothing."""
+    stored = message("a")
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await store.put(stored)
+    assert scope.cancelled_caught
+    with pytest.raises(MessageNotFoundError):
+        await store.get(stored.hash)
+
+
+# -- every kind round-trips ----------------------------------------------------------------------
+
+
+async def test_every_message_kind_round_trips(store: MessageStore) -> None:
+    """Every kind, with unicode, big ints and floats, comes back equal, field for field."""
+    originals = every_kind()
+    for each in originals:
+        await store.put(each)
+    for original in originals:
+        got = await store.get(original.hash)
+        assert type(got) is type(original)
+        assert got.hash == original.hash
+        assert encode_message(got) == encode_message(original)
+        assert got.metadata == original.metadata
+    root = await store.get(originals[0].hash)
+    assert root.metadata["big"] == 10**3000
+    assert root.metadata["floats"] == (0.1, -0.0, 1e308, 5e-324, -2.5e-10, 1.0)
+    call = await store.get(originals[1].hash)
+    assert isinstance(call, CallMessage)
+    assert isinstance(originals[1], CallMessage)
+    assert call.kwargs == originals[1].kwargs
+    assert call.receiver == "agent"
+    error = await store.get(originals[4].hash)
+    assert isinstance(error, ErrorMessage)
+    assert error.error_type == "mymodule.MyError"
+    forward = await store.get(originals[3].hash)
+    assert isinstance(forward, ForwardedMessage)
+    assert forward.original == originals[0].hash
+
+
+# -- get and resolve -----------------------------------------------------------------------------
+
+
+async def test_get_unknown_hash_raises(store: MessageStore) -> None:
+    """get of a hash that is not stored raises MessageNotFoundError naming it."""
+    await store.put(message("a"))
+    with pytest.raises(MessageNotFoundError, match=UNKNOWN):
+        await store.get(UNKNOWN)
+
+
+async def test_get_takes_full_hashes_only(store: MessageStore) -> None:
+    """get does not resolve prefixes: a prefix of a stored hash is not found."""
+    stored = message("a")
+    await store.put(stored)
+    with pytest.raises(MessageNotFoundError):
+        await store.get(stored.hash[:10])
+
+
+async def test_resolve_unique_prefixes_and_full_hashes(store: MessageStore) -> None:
+    """resolve returns the one message a full hash or a unique prefix of 6+ chars names."""
+    stored = [message(str(index)) for index in range(20)]
+    await store.put_many(stored)
+    for each in stored:
+        for length in (6, 7, 12, 63, 64):
+            assert (await store.resolve(each.hash[:length])).hash == each.hash
+
+
+async def test_resolve_unknown_prefix_raises(store: MessageStore) -> None:
+    """A well-formed prefix that no hash starts with raises MessageNotFoundError."""
+    stored = message("a")
+    await store.put(stored)
+    other = "0" if stored.hash[0] != "0" else "1"
+    with pytest.raises(MessageNotFoundError):
+        await store.resolve(other + stored.hash[1:6])
+    with pytest.raises(MessageNotFoundError):
+        await store.resolve(UNKNOWN)
+    with pytest.raises(MessageNotFoundError):
+        await store.resolve(stored.hash[:-1] + ("0" if stored.hash[-1] != "0" else "1"))
+
+
+async def test_resolve_ambiguous_prefix_raises(store: MessageStore) -> None:
+    """A prefix shared by two hashes raises AmbiguousHashError; a longer one is unique."""
+    first, second = colliding_pair()
+    await store.put_many([first, second, message("other")])
+    prefix = first.hash[:6]
+    assert second.hash.startswith(prefix)
+    with pytest.raises(AmbiguousHashError, match=prefix):
+        await store.resolve(prefix)
+    common = next(i for i, (a, b) in enumerate(zip(first.hash, second.hash, strict=True)) if a != b)
+    assert (await store.resolve(first.hash[: common + 1])).hash == first.hash
+    assert (await store.resolve(second.hash[: common + 1])).hash == second.hash
+
+
+@pytest.mark.parametrize("prefix", INVALID_PREFIXES)
+async def test_resolve_invalid_prefix_raises_value_error(store: MessageStore, prefix: str) -> None:
+    """Anything but 6 to 64 lowercase hex characters is a ValueError, not a lookup."""
+    await store.put(message("a"))
+    with pytest.raises(ValueError, match="hexadecimal"):
+        await store.resolve(prefix)
+
+
+# -- the tree ------------------------------------------------------------------------------------
+
+
+async def test_ancestors_are_root_first(store: MessageStore) -> None:
+    """ancestors returns the branch from its root to the message itself, root first."""
+    branch = chain("a", "b", "c", "d")
+    side = chain("x", "y", parent=branch[1])
+    await store.put_many(branch + side)
+    assert hashes(await store.ancestors(branch[-1].hash)) == hashes(branch)
+    assert hashes(await store.ancestors(side[-1].hash)) == hashes(branch[:2] + side)
+    assert hashes(await store.ancestors(branch[0].hash)) == [branch[0].hash]
+
+
+async def test_ancestors_of_a_long_branch(store: MessageStore) -> None:
+    """A branch of 1,000 messages comes back whole and in order."""
+    branch = chain(*(str(index) for index in range(1000)))
+    await store.put_many(branch)
+    assert hashes(await store.ancestors(branch[-1].hash)) == hashes(branch)
+
+
+async def test_ancestors_of_unknown_hash_raises(store: MessageStore) -> None:
+    """ancestors of a hash that is not stored raises MessageNotFoundError."""
+    await store.put(message("a"))
+    with pytest.raises(MessageNotFoundError):
+        await store.ancestors(UNKNOWN)
+
+
+async def test_children_are_sorted_by_hash_and_roots_are_children_of_none(
+    store: MessageStore,
+) -> None:
+    """children(h) lists h's children by hash; children(None) lists the roots by hash."""
+    roots = [message(f"root {index}") for index in range(10)]
+    kids = [message(f"kid {index}", roots[0]) for index in range(10)]
+    grandchild = message("grandchild", kids[0])
+    await store.put_many([grandchild, *kids, *roots])
+    assert hashes(await store.children(None)) == sorted(r.hash for r in roots)
+    assert hashes(await store.children(roots[0].hash)) == sorted(k.hash for k in kids)
+    assert hashes(await store.children(kids[0].hash)) == [grandchild.hash]
+    assert await store.children(roots[1].hash) == []
+    assert await store.children(UNKNOWN) == []
+
+
+async def test_children_follow_the_parent_not_reply_to_or_original(store: MessageStore) -> None:
+    """A reply or a forward is a child of its parent only."""
+    root, call, reply, forward, error = every_kind()
+    await store.put_many([root, call, reply, forward, error])
+    assert hashes(await store.children(root.hash)) == [call.hash]
+    assert hashes(await store.children(reply.hash)) == [forward.hash]
+    assert hashes(await store.children(None)) == [root.hash]
+
+
+# -- refs ----------------------------------------------------------------------------------------
+
+
+async def test_refs_set_move_get_delete(store: MessageStore) -> None:
+    """A ref is created, moved, read and deleted; the messages stay."""
+    first, second = chain("a", "b")
+    await store.put_many([first, second])
+    assert await store.get_ref("main") is None
+    await store.set_ref("main", first.hash)
+    assert await store.get_ref("main") == first.hash
+    await store.set_ref("main", second.hash)
+    assert await store.get_ref("main") == second.hash
+    await store.set_ref("other", second.hash)
+    assert dict(await store.refs()) == {"main": second.hash, "other": second.hash}
+    await store.delete_ref("main")
+    assert await store.get_ref("main") is None
+    assert dict(await store.refs()) == {"other": second.hash}
+    await store.delete_ref("main")
+    await store.delete_ref("never-existed")
+    assert (await store.get(second.hash)).hash == second.hash
+    assert await store.verify() == []
+
+
+async def test_refs_lists_every_ref_sorted_by_name(store: MessageStore) -> None:
+    """refs() returns every ref, name to hash, in name order (code point order)."""
+    stored = message("a")
+    await store.put(stored)
+    for name in reversed(VALID_REF_NAMES):
+        await store.set_ref(name, stored.hash)
+    refs = await store.refs()
+    assert list(refs) == sorted(VALID_REF_NAMES)
+    assert set(refs.values()) == {stored.hash}
+
+
+@pytest.mark.parametrize("name", VALID_REF_NAMES)
+async def test_valid_ref_names_are_accepted(store: MessageStore, name: str) -> None:
+    """Names like git branch names (slashes, dots, unicode, up to 255 chars) are accepted."""
+    stored = message("a")
+    await store.put(stored)
+    await store.set_ref(name, stored.hash)
+    assert await store.get_ref(name) == stored.hash
+
+
+@pytest.mark.parametrize("name", INVALID_REF_NAMES)
+async def test_invalid_ref_names_raise_value_error(store: MessageStore, name: str) -> None:
+    """An empty name, white space, control characters, ~^:?*[\\ or 256 chars: ValueError."""
+    stored = message("a")
+    await store.put(stored)
+    with pytest.raises(ValueError, match="ref name"):
+        await store.set_ref(name, stored.hash)
+    assert dict(await store.refs()) == {}
+
+
+async def test_set_ref_to_unknown_hash_raises(store: MessageStore) -> None:
+    """Pointing a ref at a hash that is not stored raises MessageNotFoundError; no ref made."""
+    stored = message("a")
+    await store.put(stored)
+    await store.set_ref("main", stored.hash)
+    with pytest.raises(MessageNotFoundError):
+        await store.set_ref("other", UNKNOWN)
+    with pytest.raises(MessageNotFoundError):
+        await store.set_ref("main", UNKNOWN)
+    assert dict(await store.refs()) == {"main": stored.hash}
+
+
+async def test_a_ref_name_with_a_lone_surrogate_is_an_invalid_ref_name(
+    store: MessageStore,
+) -> None:
+    """A ref name holding a lone surrogate is refused by every ref method, like other bad names."""
+    stored = message("a")
+    await store.put(stored)
+    with pytest.raises(ValueError, match="not a valid ref name"):
+        await store.set_ref("x\ud800", stored.hash)
+    with pytest.raises(ValueError, match="not a valid ref name"):
+        await store.get_ref("x\ud800")
+    with pytest.raises(ValueError, match="not a valid ref name"):
+        await store.delete_ref("x\ud800")
+    assert dict(await store.refs()) == {}
+
+
+# -- the cache index -------------------------------------------------------------------------------
+
+
+async def test_cache_put_and_get(store: MessageStore) -> None:
+    """put_cached records the responses of a call, in order; get_cached returns them."""
+    root, call, reply, forward, error = every_kind()
+    await store.put_many([root, call, reply, forward, error])
+    assert await store.get_cached(call.hash) is None
+    await store.put_cached(call.hash, [forward.hash, reply.hash])
+    assert list(await store.get_cached(call.hash) or ()) == [forward.hash, reply.hash]
+    await store.put_cached(call.hash, [reply.hash])
+    assert list(await store.get_cached(call.hash) or ()) == [reply.hash]
+    await store.put_cached(root.hash, [])
+    cached = await store.get_cached(root.hash)
+    assert cached is not None
+    assert list(cached) == []
+    assert await store.verify() == []
+
+
+async def test_cache_with_unknown_call_or_response_raises(store: MessageStore) -> None:
+    """put_cached with a call or a response that is not stored raises; nothing is recorded."""
+    root, call = every_kind()[:2]
+    await store.put_many([root, call])
+    with pytest.raises(MessageNotFoundError, match="call"):
+        await store.put_cached(UNKNOWN, [root.hash])
+    with pytest.raises(MessageNotFoundError, match="response"):
+        await store.put_cached(call.hash, [root.hash, UNKNOWN])
+    assert await store.get_cached(UNKNOWN) is None
+    assert await store.get_cached(call.hash) is None
+
+
+# -- integrity and closing --------------------------------------------------------------------
+
+
+async def test_verify_finds_nothing_wrong_in_a_sound_store(store: MessageStore) -> None:
+    """verify() is [] for a store holding every kind, refs and cache entries."""
+    originals = every_kind()
+    await store.put_many(originals)
+    await store.put_many(chain("x", "y", parent=originals[2]))
+    await store.set_ref("main", originals[-1].hash)
+    await store.put_cached(originals[1].hash, [originals[2].hash])
+    assert await store.verify() == []
+
+
+async def test_store_is_usable_after_aclose(store: MessageStore) -> None:
+    """After aclose, the store still reads what it held and accepts writes (reopened lazily)."""
+    branch = chain("a", "b")
+    await store.put_many(branch)
+    await store.set_ref("main", branch[-1].hash)
+    await store.aclose()
+    await store.aclose()
+    assert (await store.get(branch[-1].hash)).hash == branch[-1].hash
+    assert await store.get_ref("main") == branch[-1].hash
+    await store.put(message("c", branch[-1]))
+    assert len(await store.ancestors(message("c", branch[-1]).hash)) == 3
+
+
+# -- the state machine ---------------------------------------------------------------------------
+
+TEXTS = st.text(st.characters(codec="utf-8"), max_size=8)
+SENDERS = st.sampled_from(["user", "agent", "ü"])
+REF_NAMES = st.sampled_from(["main", "dev", "feature/ü", "x"])
+METADATA = st.dictionaries(
+    st.sampled_from(["a", "b", "ü"]),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | TEXTS,
+    max_size=2,
+)
+
+
+class StoreMachine(RuleBasedStateMachine):
+    """A store compared, step by step, with a dict model of messages, refs and cache entries.
+
+    Subclasses set ``kind`` ("memory" or "sqlite") and ``backend``; the store's coroutines run
+    on a blocking portal of that backend, opened for one run of the machine.
+    """
+
+    kind: ClassVar[str] = "memory"
+    backend: ClassVar[str] = "asyncio"
+
+    stored = Bundle("stored")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._exit = contextlib.ExitStack()
+        options = {"debug": True} if self.backend == "asyncio" else {}
+        self.portal: BlockingPortal = self._exit.enter_context(
+            start_blocking_portal(self.backend, options)
+        )
+        if self.kind == "memory":
+            self.store: MessageStore = MemoryStore()
+        else:
+            directory = self._exit.enter_context(tempfile.TemporaryDirectory())
+            self.store = SQLiteStore(os.path.join(directory, "machine.db"))
+        self.messages: dict[str, Message] = {}
+        self.refs: dict[str, str] = {}
+        self.cache: dict[str, tuple[str, ...]] = {}
+
+    def teardown(self) -> None:
+        try:
+            self.call(self.store.aclose)
+        finally:
+            self._exit.close()
+
+    def call(self, function: Callable[..., Coroutine[object, object, T]], *args: object) -> T:
+        result: T = self.portal.call(function, *args)
+        return result
+
+    # -- the model ---------------------------------------------------------------------------
+
+    def missing_link(self, messages: list[Message]) -> bool:
+        known = set(self.messages) | {each.hash for each in messages}
+        return any(
+            link is not None and link not in known
+            for each in messages
+            for link in (each.parent, each.reply_to, getattr(each, "original", None))
+        )
+
+    def model_put(self, messages: list[Message]) -> None:
+        for each in messages:
+            self.messages.setdefault(each.hash, each)
+
+    def model_ancestors(self, key: str) -> list[str]:
+        branch = []
+        current: str | None = key
+        while current is not None:
+            branch.append(current)
+            current = self.messages[current].parent
+        return branch[::-1]
+
+    def model_children(self, key: str | None) -> list[str]:
+        return sorted(h for h, each in self.messages.items() if each.parent == key)
+
+    def put(self, new: Message) -> Message:
+        self.call(self.store.put, new)
+        self.model_put([new])
+        return new
+
+    # -- rules: messages -----------------------------------------------------------------------
+
+    @rule(target=stored, content=TEXTS, sender=SENDERS, metadata=METADATA)
+    def put_root(self, content: str, sender: str, metadata: dict[str, object]) -> Message:
+        return self.put(Message(content=content, sender=sender, metadata=metadata))
+
+    @rule(target=stored, parent=stored, content=TEXTS, sender=SENDERS)
+    def put_child(self, parent: Message, content: str, sender: str) -> Message:
+        return self.put(Message(content=content, sender=sender, parent=parent.hash))
+
+    @rule(target=stored, parent=stored, reply_to=stored, content=TEXTS)
+    def put_reply(self, parent: Message, reply_to: Message, content: str) -> Message:
+        new = Message(content=content, sender="agent", parent=parent.hash, reply_to=reply_to.hash)
+        return self.put(new)
+
+    @rule(target=stored, parent=st.none() | stored, original=stored, sender=SENDERS)
+    def put_forward(self, parent: Message | None, original: Message, sender: str) -> Message:
+        first = original.original if isinstance(original, ForwardedMessage) else original.hash
+        new = ForwardedMessage(
+            content=original.content,
+            sender=sender,
+            parent=None if parent is None else parent.hash,
+            original=first,
+        )
+        return self.put(new)
+
+    @rule(target=stored, parent=stored, receiver=SENDERS, kwargs=METADATA)
+    def put_call(self, parent: Message, receiver: str, kwargs: dict[str, object]) -> Message:
+        return self.put(CallMessage(receiver=receiver, kwargs=kwargs, parent=parent.hash))
+
+    @rule(target=stored, parent=stored, content=TEXTS)
+    def put_error(self, parent: Message, content: str) -> Message:
+        new = ErrorMessage(content=content, sender="agent", error_type="E", parent=parent.hash)
+        return self.put(new)
+
+    @rule(message=stored)
+    def put_again(self, message: Message) -> None:
+        before = self.model_children(message.parent)
+        self.call(self.store.put, message)
+        assert [m.hash for m in self.call(self.store.children, message.parent)] == before
+
+    @rule(
+        target=stored,
+        start=st.none() | stored,
+        contents=st.lists(TEXTS, min_size=1, max_size=4),
+        seed=st.integers(0, 1000),
+    )
+    def put_many(
+        self, start: Message | None, contents: list[str], seed: int
+    ) -> MultipleResults[Message]:
+        batch = chain(*contents, parent=start)
+        if start is not None:
+            batch.append(start)  # already stored: a batch may repeat it
+        random.Random(seed).shuffle(batch)
+        self.call(self.store.put_many, batch)
+        self.model_put(batch)
+        return multiple(*batch)
+
+    @rule(
+        start=st.none() | stored,
+        contents=st.lists(TEXTS, min_size=1, max_size=3),
+        field=st.sampled_from(["parent", "reply_to", "original"]),
+        seed=st.integers(0, 1000),
+    )
+    def put_many_with_a_missing_link(
+        self, start: Message | None, contents: list[str], field: str, seed: int
+    ) -> None:
+        batch = chain(*contents, parent=start)
+        links: dict[str, Any] = {
+            "parent": None,
+            "reply_to": None,
+            "original": batch[0].hash,
+            field: UNKNOWN,
+        }
+        batch.append(ForwardedMessage(content="bad", sender="s", **links))
+        random.Random(seed).shuffle(batch)
+        assert self.missing_link(batch)
+        with pytest.raises(MessageNotFoundError, match=field):
+            self.call(self.store.put_many, batch)
+        # The model is unchanged: check that none of the batch was stored.
+        for each in batch:
+            if each.hash not in self.messages:
+                with pytest.raises(MessageNotFoundError):
+                    self.call(self.store.get, each.hash)
+
+    # -- rules: refs and cache -----------------------------------------------------------------
+
+    @rule(name=REF_NAMES, message=stored)
+    def set_ref(self, name: str, message: Message) -> None:
+        self.call(self.store.set_ref, name, message.hash)
+        self.refs[name] = message.hash
+
+    @rule(name=REF_NAMES)
+    def set_ref_to_unknown(self, name: str) -> None:
+        with pytest.raises(MessageNotFoundError):
+            self.call(self.store.set_ref, name, UNKNOWN)
+
+    @rule(name=REF_NAMES)
+    def delete_ref(self, name: str) -> None:
+        self.call(self.store.delete_ref, name)
+        self.refs.pop(name, None)
+
+    @rule(name=REF_NAMES)
+    def get_ref(self, name: str) -> None:
+        assert self.call(self.store.get_ref, name) == self.refs.get(name)
+
+    @rule(call=stored, responses=st.lists(stored, max_size=3))
+    def put_cached(self, call: Message, responses: list[Message]) -> None:
+        hashes = [each.hash for each in responses]
+        self.call(self.store.put_cached, call.hash, hashes)
+        self.cache[call.hash] = tuple(hashes)
+
+    @rule(call=stored, responses=st.lists(stored, max_size=2))
+    def put_cached_unknown_response(self, call: Message, responses: list[Message]) -> None:
+        with pytest.raises(MessageNotFoundError):
+            self.call(self.store.put_cached, call.hash, [*(r.hash for r in responses), UNKNOWN])
+
+    # -- checks --------------------------------------------------------------------------------
+
+    @rule(message=stored)
+    def check_message(self, message: Message) -> None:
+        key = message.hash
+        got = self.call(self.store.get, key)
+        assert type(got) is type(self.messages[key])
+        assert encode_message(got) == encode_message(self.messages[key])
+        assert (self.call(self.store.resolve, key[:12])).hash == key
+        ancestors = self.call(self.store.ancestors, key)
+        assert [each.hash for each in ancestors] == self.model_ancestors(key)
+        children = self.call(self.store.children, key)
+        assert [each.hash for each in children] == self.model_children(key)
+        cached = self.call(self.store.get_cached, key)
+        expected = self.cache.get(key)
+        assert (None if cached is None else tuple(cached)) == expected
+
+    @precondition(lambda self: self.kind == "sqlite")
+    @rule()
+    def reopen(self) -> None:
+        self.call(self.store.aclose)
+
+    @invariant()
+    def refs_roots_and_verify_agree(self) -> None:
+        assert dict(self.call(self.store.refs)) == self.refs
+        roots = self.call(self.store.children, None)
+        assert [each.hash for each in roots] == self.model_children(None)
+        assert self.call(self.store.verify) == []
+
+
+def _machine(kind: str, backend: str) -> type[StoreMachine]:
+    return type(
+        f"StoreMachine_{kind}_{backend}", (StoreMachine,), {"kind": kind, "backend": backend}
+    )
+
+
+MACHINE_SETTINGS = hypothesis.settings(max_examples=25, stateful_step_count=20, deadline=None)
+
+
+class TestMemoryStoreMachineOnAsyncio(_machine("memory", "asyncio").TestCase):  # type: ignore[misc]
+    """MemoryStore agrees with the dict model on asyncio, whatever the steps."""
+
+    settings = MACHINE_SETTINGS
+
+
+class TestMemoryStoreMachineOnTrio(_machine("memory", "trio").TestCase):  # type: ignore[misc]
+    """MemoryStore agrees with the dict model on Trio, whatever the steps."""
+
+    settings = MACHINE_SETTINGS
+
+
+class TestSQLiteStoreMachineOnAsyncio(_machine("sqlite", "asyncio").TestCase):  # type: ignore[misc]
+    """SQLiteStore agrees with the dict model on asyncio, whatever the steps."""
+
+    settings = MACHINE_SETTINGS
+
+
+class TestSQLiteStoreMachineOnTrio(_machine("sqlite", "trio").TestCase):  # type: ignore[misc]
+    """SQLiteStore agrees with the dict model on Trio, whatever the steps."""
+
+    settings = MACHINE_SETTINGS
