@@ -83,3 +83,28 @@ async def test_ask_without_content_is_a_call_without_requests() -> None:
                 ]
                 assert branch[0].parent is None
                 assert branch[1].reply_to is None
+
+
+async def test_an_object_with_an_async_call_method_is_an_agent() -> None:
+    """``forum.agent`` accepts an object whose ``__call__`` is ``async def``; a sync one not.
+
+    It used to accept only ``async def`` functions (``inspect.iscoroutinefunction``).
+    """
+    forum = Forum()
+
+    class Greeter:
+        __name__ = "greeter"
+
+        async def __call__(self, ctx: InteractionContext) -> None:
+            ctx.respond("hi")
+
+    class Sync:
+        def __call__(self, ctx: InteractionContext) -> None:
+            ctx.respond("hi")
+
+    greeter = forum.agent(Greeter())
+    assert greeter.alias == "greeter"
+    with pytest.raises(TypeError, match="async def"):
+        forum.agent(Sync(), alias="sync")
+    async with forum:
+        assert (await greeter.ask("hello").last()).content == "hi"

@@ -141,8 +141,8 @@ class Forum:
             async def researcher(ctx: InteractionContext) -> None: ...
 
         Args:
-            alias: The agent's name in the tree (default: the function's name); unique in
-                the forum.
+            alias: The agent's name in the tree (default: the function's ``__name__``);
+                unique in the forum.
             description: What the agent does (default: the function's docstring).
 
         Raises:
@@ -151,9 +151,17 @@ class Forum:
         """
 
         def decorate(function: AgentFunction) -> Agent:
-            if not inspect.iscoroutinefunction(function):
+            if not (
+                inspect.iscoroutinefunction(function)
+                or (
+                    callable(function)
+                    and not inspect.isroutine(function)
+                    and inspect.iscoroutinefunction(type(function).__call__)
+                )
+            ):
                 raise TypeError(
-                    f"an agent function must be an `async def` function, got {function!r}"
+                    "an agent function must be an `async def` function (or an object whose "
+                    f"__call__ is one), got {function!r}"
                 )
             name = alias if alias is not None else getattr(function, "__name__", "")
             if not isinstance(name, str) or not name:
