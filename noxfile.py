@@ -82,7 +82,8 @@ def tests(session: nox.Session) -> None:
     The coverage report ends the session; it fails below ``fail_under`` in pyproject.toml,
     except when pytest arguments are given (a subset of the tests covers less).
     """
-    session.install(".", *nox.project.dependency_groups(PYPROJECT, "test"))
+    # The cli extra (click, rich): tests/test_cli.py runs the command line.
+    session.install(".[cli]", *nox.project.dependency_groups(PYPROJECT, "test"))
     # One data file per session, so sessions on different interpreters never mix.
     session.env["COVERAGE_FILE"] = os.path.join(session.virtualenv.location, ".coverage")
     session.run("coverage", "erase")
@@ -103,7 +104,8 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """Check the package's types with mypy --strict (settings in pyproject.toml)."""
-    session.install(".", *nox.project.dependency_groups(PYPROJECT, "typecheck"))
+    # With the cli extra, so that mypy checks agentforum.cli against click's and rich's types.
+    session.install(".[cli]", *nox.project.dependency_groups(PYPROJECT, "typecheck"))
     # mypy checks for Python 3.10 (pyproject.toml), whatever runs it: the backports that
     # 3.10 needs must be there even when this environment's Python does not install them.
     session.install("exceptiongroup>=1.2", "typing_extensions>=4.6")

@@ -1,0 +1,448 @@
+"""The ``agentforum`` commands (click), each running its async part on asyncio."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, TypeVar
+
+import anyio
+import click
+from rich.console import Console
+from rich.text import Text
+
+from agentforum import (
+    AgentForumError,
+    IntegrityError,
+    IntegrityProblem,
+    MemoryStore,
+    Message,
+    MessageNotFoundError,
+    MessageStore,
+    encode_message,
+)
+
+from . import _bundle, _graph
+from ._database import DEFAULT_DB, Tree, find, load_tree, open_store, short_length
+from ._demo import run_demo
+from ._render import kind, log_entry, show_lines, summary, tree_lines
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterable, Iterator
+
+T = TypeVar("T")
+
+#: The longest first line of content that ``log --oneline`` shows (less in a narrow terminal).
+ONELINE_LIMIT = 72
+#: Exit status of a command that failed for a reason the user can fix (2 is click's, for
+#: usage errors).
+EXIT_FAILURE = 1
+
+
+class CommandError(click.ClickException):
+    """A failure reported as one line, ``agentforum: error: ...``, on standard error."""
+
+    exit_code = EXIT_FAILURE
+
+    def show(self, file: object = None) -> None:
+        """Print the one-line message (no usage text, no traceback)."""
+        click.echo(f"agentforum: error: {self.format_message()}", err=True)
+
+
+def _describe(exc: BaseException) -> str | None:
+    """The one-line message of an error the user can fix, or ``None`` for a bug."""
+    if isinstance(exc, BaseExceptionGroup):
+        messages = [_describe(inner) for inner in exc.exceptions]
+        if messages and all(messages):
+            return messages[0]
+        return None
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        return f"{where}{exc.strerror or exc}"
+    if isinstance(exc, AgentForumError):
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, IntegrityError):
+            text += " (run `agentforum fsck` for every problem)"
+        return text
+    return None
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the errors a user can fix (see :func:`_describe`) into a one-line failure."""
+    try:
+        yield
+    except (AgentForumError, OSError, BaseExceptionGroup) as exc:
+        message = _describe(exc)
+        if message is None:
+            raise
+        raise CommandError(message) from None
+
+
+def run(function: Callable[..., Awaitable[T]], *args: object) -> T:
+    """Run ``function(*args)`` on asyncio, reporting user errors in one line."""
+    with user_errors():
+        return anyio.run(function, *args, backend="asyncio")
+
+
+def stdout() -> Console:
+    """The console for results: colour in a terminal (unless NO_COLOR), plain when piped."""
+    return Console(highlight=False, soft_wrap=True)
+
+
+def emit(console: Console, lines: Iterable[Text]) -> None:
+    """Print ``lines``: styled in a terminal, as plain text (fast) when there is no colour."""
+    if console.color_system is None:
+        # Piped (and not forced to colour): the styles would print nothing, so skip rich's
+        # rendering, which costs more than the rest of a 10,000-message `log`.
+        console.file.writelines(line.plain + "\n" for line in lines)
+        return
+    batch: list[Text] = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) == 500:
+            console.print(Text("\n").join(batch))
+            batch = []
+    if batch:
+        console.print(Text("\n").join(batch))
+
+
+def db_option(function: Callable[..., None]) -> Callable[..., None]:
+    """Add the ``--db PATH`` option that every command has."""
+    return click.option(
+        "--db",
+        "db",
+        default=DEFAULT_DB,
+        show_default=True,
+        metavar="PATH",
+        type=click.Path(dir_okay=False),
+        help="The agentforum database (SQLite) to use.",
+    )(function)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="agentforum", prog_name="agentforum")
+def cli() -> None:
+    """Inspect, check and share the message trees of agentforum, in the manner of git.
+
+    Every command works on an SQLite database, `agentforum.db` in the working directory
+    unless --db says otherwise. Start with `agentforum demo`.
+    """
+
+
+# -- log ----------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--oneline", is_flag=True, help="One line per message.")
+@click.option(
+    "-n",
+    "--max-count",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Show at most N messages (the newest).",
+)
+@click.option("--calls", is_flag=True, help="Show the call messages too.")
+@db_option
+def log(ref: str, oneline: bool, max_count: int | None, calls: bool, db: str) -> None:
+    """Show the branch that ends at REF, newest first, like `git log`.
+
+    REF is a ref (such as demo/first), a message hash, or a unique prefix of one (at least 6
+    hex characters). Call messages are left out unless --calls is given.
+    """
+    branch, refs = run(_branch, db, ref)
+    if not calls:
+        branch = [message for message in branch if kind(message) != "call"]
+    branch.reverse()
+    if max_count is not None:
+        branch = branch[:max_count]
+    console = stdout()
+
+    def lines() -> Iterator[Text]:
+        for message in branch:
+            names = refs.get(message.hash, [])
+            if not oneline:
+                yield from log_entry(message, names)
+                continue
+            line = summary(message, 10, names, limit=ONELINE_LIMIT)
+            if console.is_terminal and line.cell_len > console.width:
+                room = max(20, ONELINE_LIMIT - (line.cell_len - console.width))
+                line = summary(message, 10, names, limit=room)
+            yield line
+
+    emit(console, lines())
+
+
+async def _branch(db: str, ref: str) -> tuple[list[Message], dict[str, list[str]]]:
+    async with open_store(db) as store:
+        tip = await find(store, ref)
+        branch = await store.ancestors(tip.hash)
+        refs: dict[str, list[str]] = {}
+        for name, key in (await store.refs()).items():
+            refs.setdefault(key, []).append(name)
+        return branch, refs
+
+
+# -- show ---------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("name", metavar="HASH")
+@click.option("--json", "as_json", is_flag=True, help="Print the canonical encoding instead.")
+@db_option
+def show(name: str, as_json: bool, db: str) -> None:
+    """Show every field of one message.
+
+    HASH is a message hash, a unique prefix of one (at least 6 hex characters), or a ref.
+    With --json, print the message's canonical encoding: the bytes its hash is the sha256 of.
+    """
+    message, refs, children = run(_message, db, name)
+    if as_json:
+        click.echo(encode_message(message).decode("utf-8"))
+        return
+    emit(stdout(), show_lines(message, refs, children))
+
+
+async def _message(db: str, name: str) -> tuple[Message, list[str], list[str]]:
+    async with open_store(db) as store:
+        message = await find(store, name)
+        refs = [ref for ref, key in (await store.refs()).items() if key == message.hash]
+        children = [child.hash for child in await store.children(message.hash)]
+        return message, refs, children
+
+
+# -- tree ---------------------------------------------------------------------------------------
+
+
+@cli.command()
+@db_option
+def tree(db: str) -> None:
+    """Show every branch of the database as a tree.
+
+    Each line is one message: its short hash, the refs that point at it, its kind, its
+    sender and the first line of its content. A message whose parent has no other child is
+    drawn under it at the same indentation; where a message has several children, each one
+    starts a branch (├──, └──).
+    """
+    whole = run(_tree, db)
+    console = stdout()
+    refs = len(whole.refs)
+    console.print(
+        Text.assemble(
+            (db, "bold"),
+            (f"  {len(whole.order)} messages, {refs} ref{'s' if refs != 1 else ''}", "dim"),
+        )
+    )
+    width = console.width if console.is_terminal else None
+    emit(console, tree_lines(whole, short_length(whole.order), width))
+
+
+async def _tree(db: str) -> Tree:
+    async with open_store(db) as store:
+        return await load_tree(store)
+
+
+# -- fsck ---------------------------------------------------------------------------------------
+
+
+@cli.command()
+@db_option
+def fsck(db: str) -> None:
+    """Check the whole database: every hash, every link, every ref.
+
+    Exits with 0 when all is sound; otherwise prints one line per problem, `HASH: reason`,
+    and exits with 1.
+    """
+    problems, counts = run(_fsck, db)
+    if problems:
+        for problem in problems:
+            click.echo(f"{problem.hash}: {problem.reason}")
+        count = len(problems)
+        click.echo(f"agentforum: fsck: {count} problem{'s' if count != 1 else ''} found", err=True)
+        raise SystemExit(EXIT_FAILURE)
+    messages, refs = counts
+    click.echo(f"{db}: sound ({messages} messages and {refs} refs checked)")
+
+
+async def _fsck(db: str) -> tuple[list[IntegrityProblem], tuple[int, int]]:
+    async with open_store(db) as store:
+        problems = await store.verify()
+        if problems:
+            return problems, (0, 0)
+        whole = await load_tree(store)
+        return [], (len(whole.order), len(whole.refs))
+
+
+# -- export and import --------------------------------------------------------------------------
+
+
+@cli.command(short_help="Write every message and ref to a bundle.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    default="-",
+    metavar="FILE",
+    help="Write the bundle to FILE (default: standard output).",
+)
+@db_option
+def export(output: str, db: str) -> None:
+    """Write every message and ref to a bundle (JSON Lines) that `import` checks.
+
+    Line 1 is a header: the format, the number of messages, the refs, and the sha256 of the
+    rest of the file. Each further line is one message's canonical encoding, parents before
+    their children. See docs/cli.md for the format.
+    """
+    whole = run(_tree, db)
+    data = _bundle.encode_bundle(whole)
+    if output == "-":
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    with user_errors():
+        _write_atomically(output, data)
+    click.echo(
+        f"exported {len(whole.order)} messages and {len(whole.refs)} refs to {output}", err=True
+    )
+
+
+def _write_atomically(path: str, data: bytes) -> None:
+    # Write beside the target, then rename: the file is the whole bundle or what it was.
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=".agentforum-export-", dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+@cli.command(name="import", short_help="Check a bundle, then add it to the database.")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@db_option
+def import_(file: str, db: str) -> None:
+    """Check a bundle written by `export`, then add its messages and refs to the database.
+
+    Every line is checked before anything is written: the header's message count and
+    sha256, each message's canonical encoding, and every parent, reply_to and original link
+    (to a message of the bundle or of the database). A bundle that fails any check is
+    refused whole and the database is left as it was; a missing database is created only
+    for a sound bundle. Refs of the bundle are set in the database (moved if they exist).
+    """
+    with user_errors():
+        data = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    source = "<stdin>" if file == "-" else file
+    bundle, moved = run(_import, db, data, source)
+    click.echo(
+        f"imported {len(bundle.messages)} messages and {len(bundle.refs)} refs into {db}", err=True
+    )
+    for name, before, after in moved:
+        click.echo(f"  ref {name}: {before[:10]} -> {after[:10]}", err=True)
+
+
+async def _import(
+    db: str, data: bytes, source: str
+) -> tuple[_bundle.Bundle, list[tuple[str, str, str]]]:
+    bundle = _bundle.decode_bundle(data, source)
+    for name in bundle.refs:
+        await _check_ref_name(name, source)
+    outside = bundle.outside_links()
+    exists = await anyio.Path(db).exists()
+    if outside and exists:
+        async with open_store(db) as store:
+            for key, where in outside.items():
+                if not await _is_stored(store, key):
+                    raise _bundle.BundleError(
+                        f"{source}: {where} is {key}, which is not in the bundle, nor in "
+                        f"{db}; nothing was imported"
+                    )
+    elif outside:
+        key, where = next(iter(outside.items()))
+        raise _bundle.BundleError(
+            f"{source}: {where} is {key}, which is not in the bundle (and {db} does not "
+            "exist); nothing was imported"
+        )
+    moved = []
+    async with open_store(db, create=not exists) as store:
+        await store.put_many(bundle.messages)
+        for name, key in bundle.refs.items():
+            before = await store.get_ref(name)
+            await store.set_ref(name, key)
+            if before is not None and before != key:
+                moved.append((name, before, key))
+    return bundle, moved
+
+
+async def _is_stored(store: MessageStore, key: str) -> bool:
+    try:
+        await store.get(key)
+    except MessageNotFoundError:
+        return False
+    return True
+
+
+async def _check_ref_name(name: str, source: str) -> None:
+    # The rules for ref names are the stores' own: try the name on a scratch store.
+    scratch = MemoryStore()
+    root = Message(content="", sender="")
+    await scratch.put(root)
+    try:
+        await scratch.set_ref(name, root.hash)
+    except ValueError:
+        raise _bundle.BundleError(
+            f"{source}: the header names an invalid ref {name!r}; nothing was imported"
+        ) from None
+
+
+# -- graph --------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--format",
+    "form",
+    type=click.Choice(["mermaid", "dot"]),
+    default="mermaid",
+    show_default=True,
+    help="mermaid (renders on GitHub in a ```mermaid block) or dot (Graphviz).",
+)
+@db_option
+def graph(form: Literal["mermaid", "dot"], db: str) -> None:
+    """Print the tree as a diagram: Mermaid or Graphviz DOT.
+
+    Nodes are messages (short hash, kind, sender, start of content); solid edges go from
+    parent to child, dotted ones from a forwarded message to its original.
+    """
+    whole = run(_tree, db)
+    short = short_length(whole.order)
+    render = _graph.mermaid if form == "mermaid" else _graph.dot
+    click.echo(render(whole, short), nl=False)
+
+
+# -- demo ---------------------------------------------------------------------------------------
+
+
+@cli.command(short_help="Watch a scripted multi-agent conversation.")
+@click.option("--fast", is_flag=True, help="No delay between tokens.")
+@db_option
+def demo(fast: bool, db: str) -> None:
+    """Watch a scripted multi-agent conversation stream, then explore what it wrote.
+
+    Offline and deterministic: a scripted model, no network, no keys. An assistant
+    delegates to a researcher and a critic (their tokens stream through it), a search tool
+    fails (the error is recorded in the tree), and a second question branches off the
+    first answer. The messages go to the database (created if missing), refs demo/first
+    and demo/second point at the two branches, and the tree is printed at the end.
+    """
+    run(functools.partial(run_demo, db, stdout(), fast=fast))

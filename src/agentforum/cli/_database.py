@@ -1,0 +1,132 @@
+"""The database the commands work on: opening it, naming messages in it, walking its tree."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from typing import TYPE_CHECKING, Final
+
+import anyio
+import attrs
+
+from agentforum import AgentForumError, Message, MessageStore, SQLiteStore
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping
+
+#: Where the commands look for the database when ``--db`` is not given.
+DEFAULT_DB: Final = "agentforum.db"
+#: The fewest hex characters a short hash has (as in git).
+MIN_SHORT: Final = 7
+
+
+class UserError(AgentForumError):
+    """A mistake of the user's (a bad name, a missing file): one line, no traceback."""
+
+
+def make_store(path: str, *, create: bool) -> MessageStore:
+    """Return the store at ``path``: the one place where the commands choose a store class.
+
+    With ``create=False`` (every command but ``demo`` and ``import``) a missing file, or one
+    that is not an agentforum database, raises :exc:`StoreError` and is left as it was.
+    """
+    return SQLiteStore(path, create=create)
+
+
+@contextlib.asynccontextmanager
+async def open_store(path: str, *, create: bool = False) -> AsyncIterator[MessageStore]:
+    """Open the store at ``path`` for the duration of the block, and close it afterwards.
+
+    Raises:
+        UserError: ``create`` is false and there is no file at ``path``.
+        StoreError: the file is not an agentforum database (it is left untouched).
+    """
+    if not create and not await anyio.Path(path).exists():
+        raise UserError(
+            f"{path}: no such database (pass --db PATH, or run `agentforum demo` to write one)"
+        )
+    store = make_store(path, create=create)
+    try:
+        # Open now, so that a file that is not a database is reported before anything else.
+        await store.refs()
+        yield store
+    finally:
+        await store.aclose()
+
+
+async def find(store: MessageStore, name: str) -> Message:
+    """Return the message that a ref, a full hash or a unique hash prefix names.
+
+    Refs are looked up first, as :meth:`Forum.get` does.
+
+    Raises:
+        UserError: ``name`` is neither a ref nor 6 to 64 lowercase hexadecimal characters.
+        MessageNotFoundError: no message matches.
+        AmbiguousHashError: several messages match.
+    """
+    try:
+        target = await store.get_ref(name)
+    except ValueError:  # not a valid ref name (MemoryStore checks); it may be a hash prefix
+        target = None
+    if target is not None:
+        return await store.get(target)
+    try:
+        return await store.resolve(name)
+    except ValueError:
+        raise UserError(
+            f"{name!r} is neither a ref nor a message hash (6 to 64 lowercase hex characters)"
+        ) from None
+
+
+@attrs.frozen
+class Tree:
+    """Every message of a store, and who is whose child.
+
+    Attributes:
+        messages: Every message, by hash.
+        children: The hashes of each message's children, by hash (``None``: the roots).
+        order: Every hash, parents before their children (depth first, children by hash).
+        refs: Every ref, name to hash.
+    """
+
+    messages: Mapping[str, Message]
+    children: Mapping[str | None, list[str]]
+    order: list[str]
+    refs: Mapping[str, str]
+
+    def refs_of(self) -> dict[str, list[str]]:
+        """Return the ref names pointing at each message that has any, by hash."""
+        names: dict[str, list[str]] = {}
+        for name, key in self.refs.items():
+            names.setdefault(key, []).append(name)
+        return names
+
+
+async def load_tree(store: MessageStore) -> Tree:
+    """Walk the whole store from its roots (iteratively: a branch may be very long)."""
+    messages: dict[str, Message] = {}
+    children: dict[str | None, list[str]] = {}
+    order: list[str] = []
+    stack: list[str | None] = [None]
+    while stack:
+        key = stack.pop()
+        found = await store.children(key)
+        children[key] = [child.hash for child in found]
+        for child in found:
+            messages[child.hash] = child
+        stack.extend(reversed(children[key]))
+        if key is not None:
+            order.append(key)
+    return Tree(messages, children, order, dict(await store.refs()))
+
+
+def short_length(hashes: list[str]) -> int:
+    """Return the shortest length, at least :data:`MIN_SHORT`, at which no two hashes agree."""
+    length = MIN_SHORT
+    ordered = sorted(hashes)
+    for before, after in itertools.pairwise(ordered):
+        common = 0
+        while common < len(before) and before[common] == after[common]:
+            common += 1
+        length = max(length, common + 1)
+    return min(length, 64)
