@@ -87,8 +87,11 @@ def tests(session: nox.Session) -> None:
     # One data file per session, so sessions on different interpreters never mix.
     session.env["COVERAGE_FILE"] = os.path.join(session.virtualenv.location, ".coverage")
     session.run("coverage", "erase")
-    # coverage exits with pytest's status: a failure, or no test at all (5), fails the session.
-    session.run("coverage", "run", "--parallel-mode", "--branch", "-m", "pytest", *session.posargs)
+    # coverage starts before pytest, so it sees the package imported by our pytest11 plugin;
+    # pytest-xdist spreads the tests over every core (CI has two), and coverage follows the
+    # workers and every other Python subprocess ([tool.coverage.run] patch). coverage exits
+    # with pytest's status: a failure, or no test at all (5), fails the session.
+    session.run("coverage", "run", "-m", "pytest", "--numprocesses=auto", *session.posargs)
     session.run("coverage", "combine", "--quiet")
     session.run("coverage", "report", *(["--fail-under=0"] if session.posargs else []))
 
