@@ -107,13 +107,7 @@ def summary(
     """
     text = Text()
     text.append(message.hash[:short], STYLES["hash"])
-    if refs:
-        text.append(" (")
-        for index, name in enumerate(refs):
-            if index:
-                text.append(", ")
-            text.append(printable(name), STYLES["ref"])
-        text.append(")")
+    _append_refs(text, refs)
     name = kind(message)
     text.append(f" {name}", STYLES[name])
     if isinstance(message, CallMessage):
@@ -228,18 +222,23 @@ def show_lines(message: Message, refs: list[str], children: list[str]) -> Iterat
         yield from (Text("    " + printable(row)) for row in content.split("\n"))
 
 
+def _append_refs(text: Text, refs: list[str]) -> None:
+    """Append `` (main, other)``: the refs that point at a message, if any."""
+    if refs:
+        text.append(" (")
+        for index, name in enumerate(refs):
+            if index:
+                text.append(", ")
+            text.append(printable(name), STYLES["ref"])
+        text.append(")")
+
+
 def log_entry(message: Message, refs: list[str]) -> Iterator[Text]:
     """Yield the lines of one ``log`` entry, in the manner of ``git log``."""
     name = kind(message)
     line = Text.assemble((f"{name} ", STYLES[name]))
     line.append(message.hash, STYLES["hash"])
-    if refs:
-        line.append(" (")
-        for index, ref in enumerate(refs):
-            if index:
-                line.append(", ")
-            line.append(printable(ref), STYLES["ref"])
-        line.append(")")
+    _append_refs(line, refs)
     yield line
     fields: list[tuple[str, str]] = []
     if isinstance(message, CallMessage):
