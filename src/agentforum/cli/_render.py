@@ -222,7 +222,7 @@ def show_lines(message: Message, refs: list[str], children: list[str]) -> Iterat
         yield from (Text("    " + printable(row)) for row in content.split("\n"))
 
 
-def _append_refs(text: Text, refs: list[str]) -> None:
+def _append_refs(text: Text, refs: list[str] | None) -> None:
     """Append `` (main, other)``: the refs that point at a message, if any."""
     if refs:
         text.append(" (")
