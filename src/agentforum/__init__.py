@@ -65,13 +65,16 @@ __all__ = (
 
 def _fixup_module_metadata() -> None:
     # Public names say ``agentforum.X`` in reprs, tracebacks and docs, as trio and httpx do.
+    import types
+
     for name in __all__:
         value = globals()[name]
-        if getattr(value, "__module__", "").startswith("agentforum."):
-            try:
-                value.__module__ = __name__
-            except (AttributeError, TypeError):  # pragma: no cover - type aliases
-                pass
+        # Classes and functions only: the type aliases (JSONValue, AgentFunction) belong to
+        # typing and collections.abc and keep their own module.
+        if isinstance(value, (type, types.FunctionType)) and value.__module__.startswith(
+            "agentforum."
+        ):
+            value.__module__ = __name__
 
 
 _fixup_module_metadata()
