@@ -178,6 +178,10 @@ class AgentCall:
         self._call.close_requests()
         return MessageSequence(self._call.responses, self._call.forum)
 
+    def cancel(self) -> None:
+        """Cancel the call and every call nested in it; as :meth:`MessageSequence.cancel`."""
+        self._call.cancel()
+
 
 class InteractionContext:
     """What an agent function receives: its requests, a way to respond, its agent and forum."""

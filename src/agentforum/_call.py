@@ -6,6 +6,8 @@ import math
 from typing import TYPE_CHECKING, Final
 
 import anyio
+import anyio.lowlevel
+import attrs
 from anyio import BrokenResourceError, ClosedResourceError, create_memory_object_stream
 
 from ._content import Item, flatten
@@ -61,6 +63,7 @@ class Call:
         "_reply_default",
         "_requests_out",
         "_responses_out",
+        "_scope",
         "_streaming",
         "agent",
         "agent_error",
@@ -96,8 +99,10 @@ class Call:
         self.caller = caller
         self.requests_in, self._requests_out = create_memory_object_stream[Entry](math.inf)
         self.responses_in, self._responses_out = create_memory_object_stream[Entry](math.inf)
-        self.requests = SequenceLog(self)
-        self.responses = SequenceLog()
+        self.requests = SequenceLog(self, owner=self)
+        self.responses = SequenceLog(owner=self)
+        #: Cancelling it cancels the call and every call nested in it (see cancel()).
+        self._scope = anyio.CancelScope()
         self.requests_closed = False
         # How many of the caller's requests its agent had read when this call was made, if
         # the caller's requests were still open then (see _default_parent).
@@ -111,7 +116,8 @@ class Call:
         self.agent_error: Exception | None = None
         self._parent: str | _Unset | None = UNSET
         self._reply_default: str | None = None
-        self._streaming: StreamedMessage | None = None
+        # The streamed message being placed, with its promise and how to place it.
+        self._streaming: _Streaming | None = None
         #: Streamed responses produced by hand, to close if the agent function leaves them open.
         self.hand_streams: list[StreamedMessage] = []
 
@@ -151,32 +157,53 @@ class Call:
 
     # -- the call's tasks ---------------------------------------------------------------------
 
+    def cancel(self) -> None:
+        """Cancel the call and every call nested in it, at their next checkpoint.
+
+        The branch ends with an ErrorMessage of type ``agentforum.AgentCancelled`` (after
+        the message being streamed, if any, recorded with ``incomplete: True``), once no
+        code of the call runs any more. Cancelling a call that has ended does nothing but
+        cancel the calls still running in it.
+        """
+        self._scope.cancel()
+
     async def run(self) -> None:
         """The call's task: runs the agent and writes the branch; returns when both are done."""
         current_call.set(None)
         try:
-            async with anyio.create_task_group() as call_group:
-                self.task_group = call_group
-                cause: Exception | None = None
-                async with anyio.create_task_group() as work_group:
-                    work_group.start_soon(self._run_agent, name=f"agent {self.agent.alias}")
-                    try:
-                        await self._write()
-                    except Exception as exc:
-                        cause = exc
-                        work_group.cancel_scope.cancel()
-                if cause is None:
-                    cause = self.agent_error
-                if cause is None:
-                    self.responses.close()
-                else:
-                    await self._record_failure(cause)
-                # The calls nested in this one may still run: the task group waits for them.
+            with self._scope:
+                async with anyio.create_task_group() as call_group:
+                    self.task_group = call_group
+                    await self._run_and_write()
+                    # The calls nested in this one may still run: the group waits for them.
+            if self._scope.cancelled_caught:
+                await self._record_cancellation()
+        except anyio.get_cancelled_exc_class():
+            # Cancelled from outside: by an enclosing call or the forum's own cancellation.
+            with anyio.CancelScope(shield=True):
+                await self._record_cancellation()
+            raise
         finally:
             self._close_feeds()
             if self._streaming is not None:
-                self._streaming._finish()
+                self._streaming.message._finish()
             self._fail_pending()
+
+    async def _run_and_write(self) -> None:
+        cause: Exception | None = None
+        async with anyio.create_task_group() as work_group:
+            work_group.start_soon(self._run_agent, name=f"agent {self.agent.alias}")
+            try:
+                await self._write()
+            except Exception as exc:
+                cause = exc
+                work_group.cancel_scope.cancel()
+        if cause is None:
+            cause = self.agent_error
+        if cause is None:
+            self.responses.close()
+        else:
+            await self._record_failure(cause)
 
     async def _run_agent(self) -> None:
         current_call.set(self)
@@ -184,6 +211,8 @@ class Call:
 
         context = InteractionContext(self)
         try:
+            # A call cancelled before its task ran runs none of its agent's code.
+            await anyio.lowlevel.checkpoint_if_cancelled()
             await self.agent.function(context, **self.kwargs)
         except Exception as exc:
             self.agent_error = exc
@@ -290,19 +319,16 @@ class Call:
         elif isinstance(item, StreamedMessage):
             promise = MessagePromise(item._log)
             log.append(promise)
-            self._streaming = item
+            self._streaming = _Streaming(item, promise, reply_to, metadata, sender)
             await item._complete()
             self._streaming = None
             parent = await self._start() if isinstance(self._parent, _Unset) else self._parent
-            if item.metadata or metadata or item._error is not None:
-                merged = {**item.metadata, **metadata}
-                if item._error is not None:
-                    merged["incomplete"] = True
-                metadata = FrozenDict(merged)
             message = Message(
                 content="".join(item._log.items),
                 sender=sender,
-                metadata=metadata,
+                metadata=_streamed_metadata(
+                    item, metadata, incomplete=item._error is not None or item._cut
+                ),
                 parent=parent,
                 reply_to=await self._reply(reply_to),
             )
@@ -392,6 +418,78 @@ class Call:
         self.forum._failures.append(failure)
         self._fail_logs(failure)
 
+    async def _record_cancellation(self) -> None:
+        """End the branch of a cancelled call: what was ready, the cut message, an error.
+
+        Nothing here waits for anything but the store: it may run shielded from the
+        cancellation of an enclosing scope.
+        """
+        if self.requests.closed and self.responses.closed:
+            return  # the branch was complete; only calls nested in it were cancelled
+        streaming, self._streaming = self._streaming, None
+        if streaming is not None:
+            await self._place_cut(streaming)
+        await self._place_ready_responses()
+        message = ErrorMessage(
+            content="the call was cancelled",
+            sender=self.agent.alias,
+            error_type="agentforum.AgentCancelled",
+            parent=None if isinstance(self._parent, _Unset) else self._parent,
+            reply_to=self._reply_default,
+        )
+        await self.forum.store.put(message)
+        # A cancellation is not an agent's error: it is never raised when the forum exits.
+        self._fail_logs(Failure(message, None, observed=True))
+
+    async def _place_cut(self, streaming: _Streaming) -> None:
+        """Place a streamed message as far as it got: marked incomplete unless it had ended."""
+        streamed = streaming.message
+        incomplete = not streamed._log.closed or streamed._error is not None or streamed._cut
+        streamed._finish()
+        message = Message(
+            content="".join(streamed._log.items),
+            sender=streaming.sender,
+            metadata=_streamed_metadata(streamed, streaming.metadata, incomplete=incomplete),
+            parent=None if isinstance(self._parent, _Unset) else self._parent,
+            reply_to=self._reply_now(streaming.reply_to),
+        )
+        await self.forum.store.put(message)
+        streaming.promise._resolve(message)
+        self._parent = message.hash
+
+    async def _place_ready_responses(self) -> None:
+        """Place, in order, the queued responses that need no waiting; drop the rest."""
+        if self.call_message is None:
+            return  # responses hang below the CallMessage: none can be placed
+        alias = self.agent.alias
+        while True:
+            try:
+                item, reply_to, metadata = self._responses_out.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                return
+            if not _ready(reply_to):
+                return
+            if isinstance(item, StreamedMessage):
+                promise = MessagePromise(item._log)
+                self.responses.append(promise)
+                await self._place_cut(_Streaming(item, promise, reply_to, metadata, alias))
+            elif isinstance(item, (str, Message)) or (
+                isinstance(item, MessagePromise) and item.is_resolved
+            ):
+                await self._place(item, reply_to, metadata, alias, self.responses)
+            else:
+                return  # a sequence or an async iterable: it would have to wait
+
+    def _reply_now(self, reply_to: str | Message | MessagePromise | None) -> str | None:
+        """``_reply`` without waiting: a promise not resolved yet counts as no reply_to."""
+        if isinstance(reply_to, str):
+            return reply_to
+        if isinstance(reply_to, Message):
+            return reply_to.hash
+        if isinstance(reply_to, MessagePromise) and reply_to._message is not None:
+            return reply_to._message.hash
+        return self._reply_default
+
     def _fail_logs(self, failure: Failure) -> None:
         for log in (self.requests, self.responses):
             if not log.closed:
@@ -419,3 +517,31 @@ def _fail_log(log: SequenceLog, failure: Failure) -> None:
         if not promise.is_resolved:
             promise._fail(failure)
     log.fail(failure)
+
+
+@attrs.define
+class _Streaming:
+    """A streamed message while the call's writer places it."""
+
+    message: StreamedMessage
+    promise: MessagePromise
+    reply_to: str | Message | MessagePromise | None
+    metadata: FrozenDict
+    sender: str
+
+
+def _streamed_metadata(
+    message: StreamedMessage, metadata: FrozenDict, *, incomplete: bool
+) -> FrozenDict:
+    """The metadata of a streamed message: its own, the responder's, and ``incomplete``."""
+    if not (message.metadata or metadata or incomplete):
+        return metadata
+    merged = {**message.metadata, **metadata}
+    if incomplete:
+        merged["incomplete"] = True
+    return FrozenDict(merged)
+
+
+def _ready(reply_to: str | Message | MessagePromise | None) -> bool:
+    """Whether ``reply_to`` names a message without waiting for one."""
+    return not isinstance(reply_to, MessagePromise) or reply_to.is_resolved

@@ -51,13 +51,15 @@ class SequenceLog(Log["MessagePromise"]):
     function has read (``read``), which decides where its nested calls start.
     """
 
-    __slots__ = ("failure", "read", "reader")
+    __slots__ = ("failure", "owner", "read", "reader")
 
-    def __init__(self, reader: Call | None = None) -> None:
+    def __init__(self, reader: Call | None = None, *, owner: Call | None = None) -> None:
         super().__init__()
         self.failure: Failure | None = None
         self.reader = reader
         self.read = 0
+        #: The call these messages belong to (what ``MessageSequence.cancel`` cancels).
+        self.owner = owner
 
     def fail(self, failure: Failure) -> None:
         self.failure = failure
@@ -190,6 +192,18 @@ class MessageSequence:
         """
         return PromiseIterator(self._log)
 
+    def cancel(self) -> None:
+        """Cancel the call these messages belong to, and every call nested in it.
+
+        Never blocks. The call stops at its next checkpoint; its branch then ends with an
+        :class:`ErrorMessage` of type ``agentforum.AgentCancelled`` (a message cut while
+        streaming is recorded first, with the tokens it had and ``incomplete: True``), and
+        consumers that reach that end get :exc:`AgentCancelled`. Cancelling a call that has
+        ended does nothing to its branch. See ``docs/cancellation.md``.
+        """
+        if self._log.owner is not None:
+            self._log.owner.cancel()
+
     async def messages(self) -> list[Message]:
         """Wait for every message and return them in order.
 
@@ -275,7 +289,8 @@ class StreamedMessage:
     Consumers of the message's promise see each token as soon as it is produced, through any
     number of nested agents. When the tokens stop with an exception, the message is recorded
     with the tokens it had and ``metadata["incomplete"] = True``, and the branch then ends
-    with an :class:`ErrorMessage`.
+    with an :class:`ErrorMessage`. A message ended by a cancellation is recorded the same
+    way (``incomplete``), and the call goes on unless the call itself was cancelled.
 
     Args:
         tokens: The tokens (``str``), or ``None`` to send them by hand.
@@ -285,7 +300,7 @@ class StreamedMessage:
         TypeError: ``tokens`` is not an iterable of tokens, or metadata is not JSON.
     """
 
-    __slots__ = ("_error", "_log", "_placed", "_source", "_waiter", "metadata")
+    __slots__ = ("_cut", "_error", "_log", "_placed", "_source", "_waiter", "metadata")
 
     def __init__(
         self,
@@ -307,6 +322,8 @@ class StreamedMessage:
         )
         self._log: Log[str] = Log()
         self._error: BaseException | None = None
+        # Ended by a cancellation: recorded as incomplete, the cancellation never re-raised.
+        self._cut = False
         self._placed = False
         self._waiter: Any = None
 
@@ -343,6 +360,8 @@ class StreamedMessage:
         # decides what happens next), and is never kept to be raised again elsewhere.
         if isinstance(exc, Exception) and self._error is None:
             self._error = exc
+        elif isinstance(exc, anyio.get_cancelled_exc_class()):
+            self._cut = True
         self._finish()
 
     def _finish(self) -> None:
