@@ -217,3 +217,59 @@ async def test_an_outer_agent_awaiting_a_cancelled_inner_call_fails_with_agent_c
             assert [message.content for message in await sequence.messages()] == [
                 "the inner call was cancelled"
             ]
+
+
+@pytest.mark.parametrize("blocker", ["reply", "sequence"])
+async def test_cancel_places_the_responses_queued_behind_the_cut_message(blocker: str) -> None:
+    """Queued responses that need no waiting are placed after the cut message, in order.
+
+    Placement stops at the first one that would have to wait (a reply to a message not
+    complete yet, a sequence): it and everything after it are dropped. A streamed message
+    never started is recorded empty and incomplete.
+    """
+    forum = Forum()
+    ready = anyio.Event()
+
+    @forum.agent
+    async def forever(ctx: InteractionContext) -> None:
+        streamed = StreamedMessage()
+        ctx.respond(streamed)
+        async with streamed:
+            await streamed.send("never ends")
+            await anyio.sleep_forever()
+
+    @forum.agent
+    async def talker(ctx: InteractionContext) -> None:
+        streamed = StreamedMessage()
+        ctx.respond(streamed)
+        ctx.respond("queued")
+        ctx.respond(StreamedMessage(lang="en"))
+        ctx.respond("after the queued stream")
+        if blocker == "reply":
+            ctx.respond("a reply that waits", reply_to=pending)
+        else:
+            ctx.respond(forever.ask("y"))
+        ctx.respond("never placed")
+        async with streamed:
+            await streamed.send("tok")
+            ready.set()
+            await anyio.sleep_forever()
+
+    with anyio.fail_after(5):
+        async with forum:
+            outside = forever.ask("x")  # not nested in talker: not cancelled with it
+            pending = await anext(aiter(outside))
+            sequence = talker.ask("hi")
+            await ready.wait()
+            sequence.cancel()
+            promises, error = await drain(sequence)
+            outside.cancel()
+    messages = [await promise for promise in promises]
+    assert [(m.content, dict(m.metadata)) for m in messages] == [
+        ("tok", {"incomplete": True}),
+        ("queued", {}),
+        ("", {"lang": "en", "incomplete": True}),
+        ("after the queued stream", {}),
+    ]
+    assert error.message.parent == messages[-1].hash
+    assert await forum.store.verify() == []

@@ -14,6 +14,7 @@ cancelled), and a script ends at the first step that fails its call.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -210,10 +211,10 @@ async def _collect(forum: Forum) -> list[str]:
     return sorted(found)
 
 
-async def run_scenario(scenario: Scenario) -> Outcome:
-    """Run ``scenario`` in a new forum; return what it wrote."""
+async def run_scenario(scenario: Scenario, *, cache: bool = True) -> Outcome:
+    """Run ``scenario`` in a new forum (with the response cache or not); return what it wrote."""
     with anyio.fail_after(10):
-        forum = Forum(strict_errors=False)
+        forum = Forum(strict_errors=False, cache=cache)
         agents: list[Agent] = []
         for index, script in enumerate(scenario.scripts):
             agents.append(_make_agent(forum, agents, script, index))
@@ -263,10 +264,14 @@ async def _outcome(sequence: MessageSequence) -> tuple[list[Message], ErrorMessa
         messages.append(await promise)
 
 
-def run_on(backend: str, scenario: Scenario) -> Outcome:
+def run_on(backend: str, scenario: Scenario, *, cache: bool = True) -> Outcome:
     """Run ``scenario`` on ``backend`` ("asyncio" in debug mode, or "trio")."""
     options: dict[str, object] = {"debug": True} if backend == "asyncio" else {}
-    return anyio.run(run_scenario, scenario, backend=backend, backend_options=options)
+    return anyio.run(
+        functools.partial(run_scenario, scenario, cache=cache),
+        backend=backend,
+        backend_options=options,
+    )
 
 
 # -- drawing scenarios -------------------------------------------------------------------------
@@ -384,6 +389,18 @@ def test_scenario_hashes_are_backend_independent(scenario: Scenario) -> None:
 def test_scenario_is_deterministic(scenario: Scenario) -> None:
     """Running a scenario twice on the same backend writes the same hashes."""
     assert run_on("trio", scenario) == run_on("trio", scenario)
+
+
+@settings(max_examples=60, deadline=None)
+@given(scenarios())
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_the_cache_changes_no_hash(backend: str, scenario: Scenario) -> None:
+    """With the response cache or without it, a scenario writes the same tree.
+
+    Identical calls are answered from the cache or by a single flight instead of running
+    again: since the agents are deterministic, nobody can tell, errors included.
+    """
+    assert run_on(backend, scenario, cache=True) == run_on(backend, scenario, cache=False)
 
 
 #: One scenario with every kind of step, for the test across processes.

@@ -46,9 +46,17 @@ class Agent:
     :class:`CallMessage` (JSON values; they reach the function frozen: lists as tuples).
     """
 
-    __slots__ = ("alias", "description", "forum", "function")
+    __slots__ = ("alias", "cache", "description", "forum", "function")
 
-    def __init__(self, forum: Forum, function: AgentFunction, alias: str, description: str) -> None:
+    def __init__(
+        self,
+        forum: Forum,
+        function: AgentFunction,
+        alias: str,
+        description: str,
+        *,
+        cache: bool = True,
+    ) -> None:
         #: The forum the agent belongs to.
         self.forum = forum
         #: The agent function.
@@ -57,6 +65,9 @@ class Agent:
         self.alias = alias
         #: What the agent does, in words (from the decorator or the function's docstring).
         self.description = description
+        #: Whether calls of this agent are answered through the cache (when the forum's
+        #: ``cache`` is on too). See ``docs/caching.md``.
+        self.cache = cache
 
     def __repr__(self) -> str:
         return f"<Agent {self.alias!r}>"
@@ -83,7 +94,7 @@ class Agent:
             ForumNotRunningError: the forum is not running.
             TypeError: content or a keyword argument of a type that is not allowed.
         """
-        call = self._start(content, branch_from, blank_history, kwargs)
+        call = self._start(content, branch_from, blank_history, kwargs, cacheable=True)
         call.close_requests()
         return MessageSequence(call.responses, self.forum)
 
@@ -116,7 +127,7 @@ class Agent:
         requests. Requests left open are closed when the agent function (or the
         ``async with forum:`` block) that started the call ends.
         """
-        call = self._start(None, branch_from, blank_history, kwargs)
+        call = self._start(None, branch_from, blank_history, kwargs, cacheable=False)
         owner = call.caller
         (owner.open_calls if owner is not None else self.forum._open_calls).append(call)
         return AgentCall(call)
@@ -127,6 +138,8 @@ class Agent:
         branch_from: Message | MessagePromise | str | None,
         blank_history: bool,
         kwargs: dict[str, JSONValue],
+        *,
+        cacheable: bool,
     ) -> Call:
         """Check every argument, then schedule the call: nothing happens if a check fails."""
         forum = self.forum
@@ -144,7 +157,8 @@ class Agent:
         caller = current_call.get()
         if caller is not None and caller.forum is not forum:
             caller = None
-        call = Call(self, frozen, branch_from, blank_history, caller)
+        cached = cacheable and self.cache and forum.cache
+        call = Call(self, frozen, branch_from, blank_history, caller, cached=cached)
         call.send("requests", items, None, EMPTY)
         if caller is not None and caller.task_group is not None:
             group = caller.task_group

@@ -18,7 +18,7 @@ from ._messages import CallMessage, ErrorMessage, ForwardedMessage, Message
 from ._promises import Failure, MessagePromise, MessageSequence, SequenceLog, StreamedMessage
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from anyio.abc import TaskGroup
 
@@ -59,6 +59,9 @@ class Call:
     __slots__ = (
         "_call_placed",
         "_caller_read",
+        "_following",
+        "_last_follower",
+        "_mirrored",
         "_parent",
         "_reply_default",
         "_requests_out",
@@ -69,8 +72,11 @@ class Call:
         "agent_error",
         "blank_history",
         "branch_from",
+        "cached",
         "call_message",
         "caller",
+        "clean",
+        "flight",
         "forum",
         "hand_streams",
         "kwargs",
@@ -90,6 +96,8 @@ class Call:
         branch_from: Message | MessagePromise | str | None,
         blank_history: bool,
         caller: Call | None,
+        *,
+        cached: bool = False,
     ) -> None:
         self.agent = agent
         self.forum: Forum = agent.forum
@@ -120,6 +128,17 @@ class Call:
         self._streaming: _Streaming | None = None
         #: Streamed responses produced by hand, to close if the agent function leaves them open.
         self.hand_streams: list[StreamedMessage] = []
+        #: Answered through the cache: from the store, or by a flight that runs the agent.
+        self.cached = cached
+        #: No call nested in this one (at any depth) ended in an error or was cancelled.
+        self.clean = True
+        #: The flight this call runs (it is a flight's runner), if any.
+        self.flight: Flight | None = None
+        # The flight this call follows, how many of its responses are mirrored, and whether
+        # this call was its last follower when cancelled (see _follow).
+        self._following: Flight | None = None
+        self._mirrored = 0
+        self._last_follower = False
 
     # -- feeding ------------------------------------------------------------------------------
 
@@ -172,12 +191,18 @@ class Call:
         current_call.set(None)
         try:
             with self._scope:
-                async with anyio.create_task_group() as call_group:
-                    self.task_group = call_group
-                    await self._run_and_write()
-                    # The calls nested in this one may still run: the group waits for them.
+                if self.cached:
+                    # No agent code runs in this task (a flight runs it): no nested calls.
+                    await self._answer()
+                else:
+                    async with anyio.create_task_group() as call_group:
+                        self.task_group = call_group
+                        await self._run_and_write()
+                        # The calls nested in this one may still run: the group waits.
             if self._scope.cancelled_caught:
                 await self._record_cancellation()
+            elif self.flight is not None and self.clean:
+                await self._remember()
         except anyio.get_cancelled_exc_class():
             # Cancelled from outside: by an enclosing call or the forum's own cancellation.
             with anyio.CancelScope(shield=True):
@@ -188,6 +213,8 @@ class Call:
             if self._streaming is not None:
                 self._streaming.message._finish()
             self._fail_pending()
+            if self.flight is not None:
+                self.flight.land()
 
     async def _run_and_write(self) -> None:
         cause: Exception | None = None
@@ -210,22 +237,27 @@ class Call:
         from ._agents import InteractionContext
 
         context = InteractionContext(self)
+        cancelled = False
         try:
             # A call cancelled before its task ran runs none of its agent's code.
             await anyio.lowlevel.checkpoint_if_cancelled()
             await self.agent.function(context, **self.kwargs)
         except Exception as exc:
             self.agent_error = exc
+        except anyio.get_cancelled_exc_class():
+            cancelled = True
+            raise
         finally:
             self.responses_in.close()
             for call in self.open_calls:
                 call.close_requests()
             # A streamed response the function left open ends with it; if the function
-            # failed, the message is incomplete.
+            # failed or was cancelled, the message is incomplete.
             for stream in self.hand_streams:
                 if not stream._log.closed:
                     if self.agent_error is not None and stream._error is None:
                         stream._error = self.agent_error
+                    stream._cut = stream._cut or cancelled
                     stream._finish()
 
     def _close_feeds(self) -> None:
@@ -237,6 +269,12 @@ class Call:
     # -- writing the branch -------------------------------------------------------------------
 
     async def _write(self) -> None:
+        if self.call_message is None:  # a flight's runner starts with its CallMessage placed
+            await self._write_requests()
+        await self._write_responses()
+
+    async def _write_requests(self) -> None:
+        """Place the requests, then the :class:`CallMessage`; the responses will follow it."""
         agent = self.agent
         store = self.forum.store
         if self.branch_from is not None:
@@ -259,9 +297,166 @@ class Call:
 
         self._parent = call_message.hash
         self._reply_default = last_request
-        async with self._responses_out:
-            async for item, reply_to, metadata in self._responses_out:
-                await self._place(item, reply_to, metadata, agent.alias, self.responses)
+
+    async def _write_responses(self) -> None:
+        alias = self.agent.alias
+        # Not closed here when cancelled: the responses still queued may be placed then.
+        async for item, reply_to, metadata in self._responses_out:
+            await self._place(item, reply_to, metadata, alias, self.responses)
+
+    # -- caching ------------------------------------------------------------------------------
+
+    async def _answer(self) -> None:
+        """Answer a cached call: from the store, by following a flight, or by a new flight.
+
+        The key is the hash of the call's :class:`CallMessage`, known once its requests are
+        placed: the agent function of a cached call never sees an incomplete request.
+        """
+        try:
+            await self._write_requests()
+        except Exception as exc:
+            await self._record_failure(exc)
+            return
+        assert self.call_message is not None
+        key = self.call_message.hash
+        flights = self.forum._flights
+        flight = flights.get(key)
+        if flight is not None and self._inside(flight):
+            await self._record_failure(
+                RecursionError(
+                    f"this call of {self.agent.alias!r} is identical to a call it is nested "
+                    "in (same history, requests and keyword arguments): waiting for that "
+                    "call's answer would never end"
+                )
+            )
+            return
+        if flight is None:
+            try:
+                answer = await self.forum.store.get_cached(key)
+                if answer is not None:
+                    await self._replay(answer)
+                    return
+            except Exception as exc:
+                await self._record_failure(exc)
+                return
+            flight = flights.get(key)  # another identical call may have started one meanwhile
+            if flight is None:
+                flight = self._launch(key)
+        await self._follow(flight)
+
+    def _inside(self, flight: Flight) -> bool:
+        """Whether this call is nested, at any depth, in the runner of ``flight``."""
+        # Up the callers; at a flight's runner, up the callers of each call following it.
+        pending = [self.caller]
+        while pending:
+            call = pending.pop()
+            if call is None:
+                continue
+            if call is flight.runner:
+                return True
+            if call.flight is None:
+                pending.append(call.caller)
+            else:
+                pending.extend(follower.caller for follower in call.flight.followers)
+        return False
+
+    async def _replay(self, answer: Sequence[str]) -> None:
+        """Respond with the messages that answered this call before (the cache hit)."""
+        store = self.forum.store
+        for key in answer:
+            message = await store.get(key)
+            self.responses.append(MessagePromise._of(message))
+            self._parent = message.hash
+        self.responses.close()
+
+    def _launch(self, key: str) -> Flight:
+        """Start the flight that runs the agent for every identical call, in the forum's group.
+
+        The flight runs outside the task group of this call, so that cancelling this call
+        does not cancel it for the other calls that follow it (see ``_leave``).
+        """
+        runner = Call(self.agent, self.kwargs, None, False, None)
+        for promise in self.requests.items:
+            runner.requests.append(promise)
+        runner.requests.close()
+        runner.close_requests()
+        runner.call_message = self.call_message
+        runner._parent = key
+        runner._reply_default = self._reply_default
+        flight = runner.flight = Flight(key, runner)
+        self.forum._flights[key] = flight
+        group = self.forum._task_group
+        assert group is not None  # this call runs in the forum: the forum runs
+        group.start_soon(runner.run, name=f"flight of {self.agent.alias}")
+        return flight
+
+    async def _follow(self, flight: Flight) -> None:
+        """Respond with the responses of ``flight`` as they come, then wait for it to land."""
+        flight.followers.add(self)
+        self._following = flight
+        try:
+            await self._mirror(flight.runner.responses)
+            await flight.landed.wait()
+        except BaseException:
+            self._leave()
+            raise
+        self._following = None
+        flight.followers.discard(self)
+        if not flight.runner.clean:
+            self._taint()
+
+    def _leave(self) -> None:
+        """Stop following the flight; the last follower to leave cancels it (never blocks)."""
+        flight = self._following
+        assert flight is not None
+        flight.followers.discard(self)
+        if not flight.followers and not flight.landed.is_set():
+            self._last_follower = True
+            flight.abandon()
+
+    async def _mirror(self, source: SequenceLog) -> None:
+        """Give this call's consumers the promises of ``source``, each as it settles.
+
+        Each promise shares the token log of the flight's promise (tokens are live), but is
+        this call's own: a follower that stops following fails its promises, not the
+        flight's. Resumable: it goes on from the first promise not settled yet.
+        """
+        log = self.responses
+        while True:
+            index = self._mirrored
+            await source.wait_beyond(index)
+            if index == len(source.items):
+                if source.failure is not None:
+                    self._taint()
+                    self._fail_logs(source.failure)
+                else:
+                    log.close()
+                return
+            shared = source.items[index]
+            if len(log.items) == index:
+                log.append(MessagePromise(shared._tokens))
+            await shared._settled()
+            promise = log.items[index]
+            if shared._message is not None:
+                promise._resolve(shared._message)
+                self._parent = shared._message.hash
+            else:
+                assert shared._failure is not None
+                promise._fail(shared._failure)
+            self._mirrored = index + 1
+
+    async def _remember(self) -> None:
+        """Record in the store's cache index the responses of a flight that ended cleanly."""
+        assert self.flight is not None
+        answer = [promise._message.hash for promise in self.responses.items if promise._message]
+        await self.forum.store.put_cached(self.flight.key, answer)
+
+    def _taint(self) -> None:
+        """This call and every call it is nested in got an error: none of them is cached."""
+        call: Call | None = self
+        while call is not None and call.clean:
+            call.clean = False
+            call = call.caller
 
     async def _existing(self, point: Message | MessagePromise | str) -> Message:
         if isinstance(point, str):
@@ -401,6 +596,7 @@ class Call:
 
     async def _record_failure(self, cause: Exception) -> None:
         """End the branch with an :class:`ErrorMessage` for ``cause``."""
+        self._taint()
         if isinstance(cause, AgentError):
             error_type, content = cause.message.error_type, cause.message.content
         else:
@@ -426,6 +622,13 @@ class Call:
         """
         if self.requests.closed and self.responses.closed:
             return  # the branch was complete; only calls nested in it were cancelled
+        self._taint()
+        flight, self._following = self._following, None
+        if flight is not None and self._last_follower:
+            # This call cancelled the flight: its branch is the flight's, cancelled.
+            await flight.landed.wait()
+            await self._mirror(flight.runner.responses)
+            return
         streaming, self._streaming = self._streaming, None
         if streaming is not None:
             await self._place_cut(streaming)
@@ -502,6 +705,7 @@ class Call:
         """The call stopped before its branch was written: no consumer may wait forever."""
         if self.requests.closed and self.responses.closed:
             return
+        self._taint()
         parent = None if isinstance(self._parent, _Unset) else self._parent
         message = ErrorMessage(
             content="the call stopped before it finished (its forum was cancelled)",
@@ -517,6 +721,41 @@ def _fail_log(log: SequenceLog, failure: Failure) -> None:
         if not promise.is_resolved:
             promise._fail(failure)
     log.fail(failure)
+
+
+class Flight:
+    """The one run of the agent that answers identical calls in flight at the same time.
+
+    Its runner is a :class:`Call` whose branch (requests and :class:`CallMessage`) is
+    already placed, run in the forum's task group. The calls it answers follow it: each
+    gives its consumers the runner's responses. It is cancelled only when every one of them
+    has left it (see ``Call._leave``).
+    """
+
+    __slots__ = ("followers", "key", "landed", "runner")
+
+    def __init__(self, key: str, runner: Call) -> None:
+        #: The cache key: the hash of the call's CallMessage.
+        self.key = key
+        self.runner = runner
+        #: The calls that give their consumers its responses.
+        self.followers: set[Call] = set()
+        #: Set when the runner's task is done (its nested calls too) and the cache written.
+        self.landed = anyio.Event()
+
+    def abandon(self) -> None:
+        """Cancel the flight; calls made from now on with the same key start a new one."""
+        self._forget()
+        self.runner.cancel()
+
+    def land(self) -> None:
+        self._forget()
+        self.landed.set()
+
+    def _forget(self) -> None:
+        flights = self.runner.forum._flights
+        if flights.get(self.key) is self:
+            del flights[self.key]
 
 
 @attrs.define

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
     from typing_extensions import Self
 
-    from ._call import Call
+    from ._call import Call, Flight
 
 
 class Forum:
@@ -41,6 +41,10 @@ class Forum:
             :class:`os.PathLike`), which opens an :class:`SQLiteStore` there (created if
             missing) that the forum closes when it exits; or ``None`` for a new
             :class:`MemoryStore`.
+        cache: Answer a call whose :class:`CallMessage` hash the store's cache index already
+            answers with the very same responses, without running the agent; run identical
+            calls in flight at the same time once (see ``docs/caching.md``). ``False`` runs
+            every call.
         strict_errors: Raise, when the ``async with`` block exits, the errors of agents that
             no consumer observed, as an :exc:`ExceptionGroup` of :exc:`AgentError`. With
             ``False`` they are only recorded in the tree.
@@ -52,10 +56,12 @@ class Forum:
     __slots__ = (
         "_agents",
         "_failures",
+        "_flights",
         "_open_calls",
         "_owns_store",
         "_store",
         "_task_group",
+        "cache",
         "strict_errors",
     )
 
@@ -63,6 +69,7 @@ class Forum:
         self,
         store: MessageStore | str | os.PathLike[str] | None = None,
         *,
+        cache: bool = True,
         strict_errors: bool = True,
     ) -> None:
         self._owns_store = False
@@ -77,12 +84,15 @@ class Forum:
                 f"database, or None, not {type(store).__qualname__}"
             )
         self._store: MessageStore = store
+        #: Whether calls are answered through the cache (see ``docs/caching.md``).
+        self.cache = cache
         #: Whether unobserved agent errors are raised when the forum exits.
         self.strict_errors = strict_errors
         self._agents: dict[str, Agent] = {}
         self._task_group: TaskGroup | None = None
         self._failures: list[Failure] = []
         self._open_calls: list[Call] = []
+        self._flights: dict[str, Flight] = {}
 
     def __repr__(self) -> str:
         state = "running" if self._task_group is not None else "not running"
@@ -120,6 +130,7 @@ class Forum:
         *,
         alias: str | None = None,
         description: str | None = None,
+        cache: bool = True,
     ) -> Callable[[AgentFunction], Agent]: ...
 
     def agent(
@@ -129,6 +140,7 @@ class Forum:
         *,
         alias: str | None = None,
         description: str | None = None,
+        cache: bool = True,
     ) -> Agent | Callable[[AgentFunction], Agent]:
         """Make an :class:`Agent` of an agent function; a decorator, bare or with options.
 
@@ -144,6 +156,10 @@ class Forum:
             alias: The agent's name in the tree (default: the function's ``__name__``);
                 unique in the forum.
             description: What the agent does (default: the function's docstring).
+            cache: Answer the agent's calls through the cache when the forum's ``cache`` is
+                on too. Turn it off for an agent whose answers must not be replayed: one
+                that reads the world (a human, a clock, a search) or that must see its
+                requests while they stream.
 
         Raises:
             TypeError: the function is not an ``async def`` function.
@@ -169,7 +185,7 @@ class Forum:
             if name in self._agents:
                 raise ValueError(f"this forum already has an agent called {name!r}")
             text = description if description is not None else inspect.getdoc(function) or ""
-            agent = Agent(self, function, name, text)
+            agent = Agent(self, function, name, text, cache=cache)
             self._agents[name] = agent
             return agent
 
@@ -255,6 +271,7 @@ class Forum:
         await group.__aenter__()
         self._task_group = group
         self._failures = []
+        self._flights = {}
         return self
 
     async def __aexit__(

@@ -119,14 +119,18 @@ class MessagePromise:
         """Whether the message is complete and recorded in the store."""
         return self._message is not None
 
-    def __await__(self) -> Generator[Any, None, Message]:
-        return self._wait().__await__()
-
-    async def _wait(self) -> Message:
+    async def _settled(self) -> None:
+        """Wait until the promise is resolved or failed, without raising the failure."""
         if self._message is None and self._failure is None:
             if self._waiter is None:
                 self._waiter = anyio.Event()
             await self._waiter.wait()
+
+    def __await__(self) -> Generator[Any, None, Message]:
+        return self._wait().__await__()
+
+    async def _wait(self) -> Message:
+        await self._settled()
         if self._message is not None:
             return self._message
         assert self._failure is not None
