@@ -214,6 +214,25 @@ class InteractionContext:
     def __repr__(self) -> str:
         return f"<InteractionContext of {self.agent.alias!r}>"
 
+    async def history(self, *, include_calls: bool = False) -> list[Message]:
+        """Return the branch this call continues: from the root to its last request, root first.
+
+        For a call without requests, the branch above its :class:`CallMessage` (``[]`` for
+        a call at a new root). It is the input of the call: what a model is prompted with.
+        Waits until every request is placed; an agent called with
+        :meth:`Agent.start_asking` waits until its caller closes the requests.
+
+        Args:
+            include_calls: Keep the :class:`CallMessage` nodes (left out by default).
+
+        Raises:
+            AgentError: a request failed, so the call never got its history.
+        """
+        parent = await self._call.branch_end()
+        if parent is None:
+            return []
+        return await self.forum.history(parent, include_calls=include_calls)
+
     def respond(
         self,
         content: object,

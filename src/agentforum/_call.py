@@ -466,6 +466,20 @@ class Call:
         await self.forum.store.put(point)
         return point
 
+    async def branch_end(self) -> str | None:
+        """The hash of the message the call's :class:`CallMessage` continues (``None``: a root).
+
+        For the call's own agent function: waits until the CallMessage is placed. If a
+        request fails instead, the call cancels its agent function (in this wait) before it
+        records the failure, so the wait never ends without a CallMessage.
+        """
+        if self.call_message is None:
+            if self._call_placed is None:
+                self._call_placed = anyio.Event()
+            await self._call_placed.wait()
+        assert self.call_message is not None
+        return self.call_message.parent
+
     async def _default_parent(self) -> str | None:
         """Where a branch starts by default: after the caller's last request, or a new root.
 

@@ -120,7 +120,15 @@ class Forum:
         return self._task_group is not None
 
     @overload
-    def agent(self, function: AgentFunction, /) -> Agent: ...
+    def agent(
+        self,
+        function: AgentFunction,
+        /,
+        *,
+        alias: str | None = None,
+        description: str | None = None,
+        cache: bool = True,
+    ) -> Agent: ...
 
     @overload
     def agent(
@@ -143,6 +151,9 @@ class Forum:
         cache: bool = True,
     ) -> Agent | Callable[[AgentFunction], Agent]:
         """Make an :class:`Agent` of an agent function; a decorator, bare or with options.
+
+        Called with the function (and options) it returns the agent at once:
+        ``forum.agent(openai_agent(model="gpt-4o-mini"), alias="gpt")``.
 
         ::
 

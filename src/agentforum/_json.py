@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from typing import TypeAlias
 
 JSONValue: TypeAlias = (
-    bool | int | float | str | tuple["JSONValue", ...] | Mapping[str, "JSONValue"] | None
+    bool | int | float | str | Sequence["JSONValue"] | Mapping[str, "JSONValue"] | None
 )
-"""A value allowed in ``metadata`` and call ``kwargs``, once frozen.
+"""A value allowed in ``metadata`` and call ``kwargs``.
 
-``None``, ``bool``, ``int``, finite ``float``, ``str``, tuples of these and mappings with ``str``
-keys, nested to any depth. Lists are accepted as input and stored as tuples; mappings are stored
-as immutable, hashable mappings.
+``None``, ``bool``, ``int``, finite ``float``, ``str``, lists or tuples of these and mappings
+with ``str`` keys, nested to any depth. Once frozen (as messages and agent functions see
+them), sequences are tuples and mappings are immutable, hashable :class:`FrozenDict` objects.
 """
 
 

@@ -351,6 +351,24 @@ class StreamedMessage:
         await checkpoint()
         self._log.append(token)
 
+    def add_metadata(self, **metadata: JSONValue) -> None:
+        """Add to the message's metadata what is known only once it is produced.
+
+        A model's finish reason or token usage, say: call it before the message ends (in
+        the ``async with`` block, or from the iterable before its last token). Keys given
+        again replace the earlier values.
+
+        Raises:
+            TypeError: metadata that is not JSON.
+            anyio.ClosedResourceError: the message is complete (its metadata is recorded).
+        """
+        if self._log.closed:
+            raise ClosedResourceError(
+                "this StreamedMessage is complete: its metadata is recorded and cannot change"
+            )
+        more = freeze_mapping(metadata, "metadata")
+        self.metadata = FrozenDict._trusted({**self.metadata, **more})
+
     async def aclose(self) -> None:
         """End the message (a checkpoint); what was sent is its content. Closing twice is fine."""
         self._finish()
