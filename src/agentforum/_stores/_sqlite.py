@@ -6,6 +6,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from typing import TYPE_CHECKING, Final, TypeVar
 
 import anyio.to_thread
@@ -90,6 +91,32 @@ def _decode(key: str, encoding: bytes) -> Message:
     return message
 
 
+#: Seconds a connection waits for another process's lock before "database is locked".
+BUSY_TIMEOUT: Final = 30.0
+
+
+def _while_locked(action: Callable[[], object], timeout: float = BUSY_TIMEOUT) -> None:
+    """Run ``action`` (in a worker thread) until SQLite stops answering "database is locked"."""
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while (locked := _attempt(action)) is not None:
+        if time.monotonic() + delay > deadline:
+            raise locked
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def _attempt(action: Callable[[], object]) -> sqlite3.OperationalError | None:
+    """Run ``action``; return the "database is locked" error it raised, if it did."""
+    try:
+        action()
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc):
+            return exc
+        raise
+    return None
+
+
 class SQLiteStore(MessageStore):
     """A :class:`MessageStore` in an SQLite database file (the stdlib :mod:`sqlite3`).
 
@@ -160,7 +187,7 @@ class SQLiteStore(MessageStore):
             raise StoreError(f"{path}: no such file")
         try:
             connection = sqlite3.connect(
-                path, timeout=30.0, isolation_level=None, check_same_thread=False
+                path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
             )
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open: {exc}") from None
@@ -197,9 +224,12 @@ class SQLiteStore(MessageStore):
                 f"{SCHEMA_VERSION}): upgrade agentforum"
             )
         connection.execute("PRAGMA foreign_keys = ON")
-        connection.execute("PRAGMA busy_timeout = 30000")
+        connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
         if application_id == 0:
-            connection.execute("PRAGMA journal_mode = WAL")
+            # Switching a new file to WAL can fail at once with "database is locked" when
+            # another process opens the same new file at the same moment, without waiting
+            # for the busy timeout: try again until it is done or the timeout is over.
+            _while_locked(lambda: connection.execute("PRAGMA journal_mode = WAL"))
             self._create_schema(connection)
         # WAL with synchronous=NORMAL: a committed transaction survives the process being
         # killed (it is in the WAL file); only a power loss can undo the last ones.
