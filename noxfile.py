@@ -1,4 +1,4 @@
-"""Development tasks. ``python -m nox`` runs the default sessions: tests, lint, typecheck.
+"""Development tasks. ``python -m nox`` runs the default sessions: tests, lint, typecheck, docs.
 
 ``python -m nox -l`` lists the sessions; ``python -m nox -s tests-3.12 -- -k streaming`` runs
 one of them, passing what follows ``--`` to pytest.
@@ -9,14 +9,16 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import nox
 
 # nox.project.dependency_groups (2025.02.09) and nox.options.download_python (2025.05.01).
 nox.needs_version = ">=2025.5.1"
 
-nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
 # A Python version that is not installed is skipped, not failed, on CI too (nox fails them
 # there by default); every session that runs still has to pass.
 nox.options.error_on_missing_interpreters = False
@@ -27,6 +29,9 @@ nox.options.default_venv_backend = "uv|venv"
 ROOT = Path(__file__).parent
 PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+# Sphinx needs a recent Python; the site is built once, with this one.
+DOCS_PYTHON = "3.12"
+DOCS_OUTPUT = ROOT / "docs" / "_build" / "html"
 # What lint looks at: Python files only (ruff skips the Markdown files in docs/).
 LINT_PATHS = [
     path
@@ -82,8 +87,9 @@ def tests(session: nox.Session) -> None:
     The coverage report ends the session; it fails below ``fail_under`` in pyproject.toml,
     except when pytest arguments are given (a subset of the tests covers less).
     """
-    # The cli extra (click, rich): tests/test_cli.py runs the command line.
-    session.install(".[cli]", *nox.project.dependency_groups(PYPROJECT, "test"))
+    # The cli extra (click, rich): tests/test_cli.py runs the command line; the openai
+    # extra: tests/test_llms_openai.py drives the real SDK against a loopback server.
+    session.install(".[cli,openai]", *nox.project.dependency_groups(PYPROJECT, "test"))
     # One data file per session, so sessions on different interpreters never mix.
     session.env["COVERAGE_FILE"] = os.path.join(session.virtualenv.location, ".coverage")
     session.run("coverage", "erase")
@@ -107,9 +113,87 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """Check the package's types with mypy --strict (settings in pyproject.toml)."""
-    # With the cli extra, so that mypy checks agentforum.cli against click's and rich's types.
-    session.install(".[cli]", *nox.project.dependency_groups(PYPROJECT, "typecheck"))
+    # With the cli and openai extras, so that mypy checks agentforum.cli and
+    # agentforum.llms.openai against the types of click, rich and the openai SDK.
+    session.install(".[cli,openai]", *nox.project.dependency_groups(PYPROJECT, "typecheck"))
     # mypy checks for Python 3.10 (pyproject.toml), whatever runs it: the backports that
     # 3.10 needs must be there even when this environment's Python does not install them.
     session.install("exceptiongroup>=1.2", "typing_extensions>=4.6")
     session.run("mypy", "--strict")
+
+
+@nox.session(python=DOCS_PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the documentation site into docs/_build/html, then check its internal links.
+
+    sphinx-build runs nitpicky (``-n``) with warnings as errors (``-W``): a link to a
+    missing page or heading anchor, a reference to an undocumented object or a docstring
+    that does not parse fails the build. Then every link and anchor between the pages of
+    the site is checked; links to other sites are not (the build is offline). Arguments
+    after ``--`` go to sphinx-build.
+    """
+    # The extras, so that autodoc imports every documented module: agentforum.cli,
+    # agentforum.llms.openai and agentforum.testing.
+    session.install(".[cli,openai,testing]", *nox.project.dependency_groups(PYPROJECT, "docs"))
+    # A fresh build every time: Sphinx reports the warnings of the pages it rebuilds only.
+    shutil.rmtree(DOCS_OUTPUT, ignore_errors=True)
+    session.run(
+        "sphinx-build",
+        "-W",
+        "--keep-going",
+        "-n",
+        "-b",
+        "html",
+        "docs",
+        str(DOCS_OUTPUT),
+        *session.posargs,
+    )
+    problems = _broken_internal_links(DOCS_OUTPUT)
+    for problem in problems:
+        session.log(problem)
+    if problems:
+        session.error(f"{len(problems)} broken internal links in {DOCS_OUTPUT}")
+    session.log(f"The site is in {DOCS_OUTPUT}; its internal links are sound.")
+
+
+class _Page(HTMLParser):
+    """The anchors (``id`` and ``<a name>``) and the links (``href``, ``src``) of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchors: set[str] = set()
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        for name in ("id", "name") if tag == "a" else ("id",):
+            if attributes.get(name):
+                self.anchors.add(str(attributes[name]))
+        for name in ("href", "src"):
+            if attributes.get(name):
+                self.links.append(str(attributes[name]))
+
+
+def _broken_internal_links(site: Path) -> list[str]:
+    """Every link of an HTML page of ``site`` to a file or an anchor that ``site`` lacks."""
+    pages: dict[Path, _Page] = {}
+    for path in sorted(site.rglob("*.html")):
+        page = _Page()
+        page.feed(path.read_text(encoding="utf-8"))
+        pages[path.resolve()] = page
+    problems = []
+    for path, page in pages.items():
+        where = path.relative_to(site.resolve())
+        for link in page.links:
+            parts = urlsplit(link)
+            if parts.scheme or parts.netloc:
+                continue  # another site, or a data: or mailto: link
+            target = (path.parent / unquote(parts.path)).resolve() if parts.path else path
+            if target.is_dir():
+                target = target / "index.html"
+            if not target.is_file():
+                problems.append(f"{where}: {link}: no such file")
+            elif parts.fragment and target in pages:
+                if unquote(parts.fragment) not in pages[target].anchors:
+                    problems.append(f"{where}: {link}: no such anchor")
+    return problems

@@ -8,16 +8,28 @@ backend under test (asyncio in debug mode, then Trio), whatever backend it names
 A block that only illustrates (a fragment, pseudo-code, a signature) must use another info
 string: ``py`` for Python that is shown highlighted but not run, ``console`` for shell
 commands, ``text`` or none for output and data.
+
+The blocks of the documents in ``LLM_DOCUMENTS`` (``docs/llms.md``) ask a model through
+``openai.AsyncOpenAI()`` configured from the environment: while one of them runs, a
+loopback Chat Completions server (``tests/llm_server.py``) answers every request with
+``LLM_REPLY``, streamed, with usage, and ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY`` point
+at it. No block reaches the network.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
+import anyio.from_thread
 import pytest
+
+from llm_server import SDK_GENERATOR_WARNING, ChatServer, Stream, chat_server
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -28,6 +40,11 @@ BACKENDS: dict[str, dict[str, Any]] = {"asyncio": {"debug": True}, "trio": {}}
 
 # An opening fence (``` or ~~~, three or more, up to three spaces in) and its info string.
 _FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>[^`\n]*)$")
+
+#: The names of the documents whose blocks run against a loopback LLM server.
+LLM_DOCUMENTS = frozenset({"llms.md"})
+#: What the loopback server answers to every request, a word per token.
+LLM_REPLY = "A streamed answer from the loopback server."
 
 
 class Block(NamedTuple):
@@ -101,6 +118,44 @@ def run_on(monkeypatch: pytest.MonkeyPatch) -> Callable[[str | None], list[str]]
     return select
 
 
+@contextmanager
+def llm_environment(block: Block) -> Iterator[ChatServer | None]:
+    """What ``block`` needs to run: a loopback LLM server if its document asks a model.
+
+    For a block of one of ``LLM_DOCUMENTS``, runs :func:`llm_server.chat_server` in a
+    background thread (the block starts its own event loop, on either backend) and points
+    ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY`` at it for the duration of the block; yields
+    the server. For any other block, does nothing and yields ``None``.
+    """
+    if block.path.name not in LLM_DOCUMENTS:
+        yield None
+        return
+    reply = Stream(re.findall(r"\s*\S+", LLM_REPLY))
+    with (
+        anyio.from_thread.start_blocking_portal() as portal,
+        portal.wrap_async_context_manager(chat_server(default=reply)) as server,
+        pytest.MonkeyPatch.context() as patch,
+        warnings.catch_warnings(),
+    ):
+        patch.setenv("OPENAI_BASE_URL", server.base_url)
+        patch.setenv("OPENAI_API_KEY", "docs-test-key")
+        # The SDK leaves async generators for Trio to close, which warns (see llm_server).
+        warnings.filterwarnings("ignore", SDK_GENERATOR_WARNING, ResourceWarning)
+        yield server
+
+
+def _where(block: Block) -> str:
+    path = block.path.relative_to(ROOT) if block.path.is_relative_to(ROOT) else block.path
+    return f"{path.as_posix()} (python block {block.index})"
+
+
+def run_block(block: Block) -> None:
+    """Run ``block`` as a program of its own, in a fresh namespace."""
+    # Blank lines first, so that tracebacks give the line numbers of the Markdown file.
+    code = compile("\n" * block.line + block.source, _where(block), "exec", dont_inherit=True)
+    exec(code, {"__name__": "__main__"})
+
+
 def test_readme_has_python_examples() -> None:
     """README.md is where this test looks for it, and it has a ``python`` block to run."""
     assert list(python_blocks(ROOT / "README.md"))
@@ -129,15 +184,84 @@ def test_python_block_runs(
     backend: str | None,
     run_on: Callable[[str | None], list[str]],
     capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A ``python`` block of the docs runs on its own and prints what it says it prints."""
+    # In an empty working directory of its own: the files a block writes (the tutorial's
+    # tutorial.db) are the test's, and blocks run at once never share one.
+    monkeypatch.chdir(tmp_path)
     used = run_on(backend)
-    where = f"{block.path.relative_to(ROOT).as_posix()} (python block {block.index})"
-    # Blank lines first, so that tracebacks give the line numbers of the Markdown file.
-    code = compile("\n" * block.line + block.source, where, "exec", dont_inherit=True)
-    exec(code, {"__name__": "__main__"})
+    where = _where(block)
+    with llm_environment(block):
+        run_block(block)
     output = capsys.readouterr().out
     if backend is not None:
         assert used, f"{where}: anyio.run was not called"
     if "print(" in block.source:
         assert output.strip(), f"{where}, line {block.line}: printed nothing"
+
+
+_LLM_EXAMPLE = """\
+# A block as docs/llms.md has them: the client from the environment.
+import anyio
+import openai
+
+from agentforum import Forum
+from agentforum.llms.openai import openai_agent
+
+
+async def main() -> None:
+    forum = Forum()
+    async with openai.AsyncOpenAI() as client:
+        gpt = forum.agent(openai_agent(model="gpt-4o-mini", client=client), alias="gpt")
+        async with forum:
+            sequence = gpt.ask("Hello?")
+            async for promise in sequence:
+                async for token in promise:
+                    print(token, end="", flush=True)
+            message = await sequence.last()
+    print()
+    print(message.metadata["model"], dict(message.metadata["usage"]))
+
+
+anyio.run(main)
+"""
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_llm_documents_run_against_a_loopback_server(
+    backend: str,
+    tmp_path: Path,
+    run_on: Callable[[str | None], list[str]],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A block of a document named in LLM_DOCUMENTS gets a server and the environment for it.
+
+    The block's ``openai.AsyncOpenAI()`` reaches the loopback server through the
+    environment, on either backend, and streams its reply; the environment is as it was
+    once the block is done. A block of another document gets neither.
+    """
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "the user's own")
+    (tmp_path / "llms.md").write_text(f"# LLMs\n\n```python\n{_LLM_EXAMPLE}```\n", encoding="utf-8")
+    (tmp_path / "other.md").write_text("```python\nprint('plain')\n```\n", encoding="utf-8")
+    [block] = python_blocks(tmp_path / "llms.md")
+    [other] = python_blocks(tmp_path / "other.md")
+
+    used = run_on(backend)
+    with llm_environment(block) as server:
+        assert server is not None
+        run_block(block)
+        assert [request.body["model"] for request in server.requests] == ["gpt-4o-mini"]
+        assert server.requests[0].headers["authorization"] == "Bearer docs-test-key"
+    assert used == [backend]
+    assert capsys.readouterr().out.splitlines() == [
+        LLM_REPLY,
+        "gpt-4o-mini {'prompt_tokens': 1, 'completion_tokens': 7, 'total_tokens': 8}",
+    ]
+    assert "OPENAI_BASE_URL" not in os.environ
+    assert os.environ["OPENAI_API_KEY"] == "the user's own"
+    with llm_environment(other) as nothing:
+        assert nothing is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
 import subprocess
 import sys
@@ -72,3 +73,50 @@ def test_quickstart_help() -> None:
     process, _ = run_example(str(QUICKSTART), "--help")
     assert process.returncode == 0
     assert "--backend" in process.stdout
+
+
+RESEARCH_TEAM = ROOT / "examples" / "research_team.py"
+OTHER = {"asyncio": "trio", "trio": "asyncio"}
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_research_team_streams_the_answer_then_the_tree(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """research_team.py, offline: the team's answer, then its tree; run again, the cache's."""
+    for name in [name for name in os.environ if name.startswith("OPENAI_")]:
+        monkeypatch.delenv(name)  # no OPENAI_API_KEY nor OPENAI_BASE_URL: scripted models
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE"):  # the tree in plain text, not for a terminal
+        monkeypatch.delenv(name, raising=False)
+    db = str(tmp_path / "team.db")
+    start = time.perf_counter()
+    first, _ = run_example(str(RESEARCH_TEAM), "--fast", "--db", db, "--backend", backend)
+    assert first.returncode == 0, first.stderr
+    assert first.stderr == ""
+    output = first.stdout
+    assert output.startswith("model: scripted")
+    assert "answered from the cache" not in output
+    assert "you ▸ Why is the sky blue, and why are sunsets red?" in output
+    plan, review, answer = output.split("\nlead ▸ ")[1:]
+    assert plan.count("\n- ") == 3
+    assert review.startswith("The critic asked for changes: ")
+    # The revised answer: the writer's draft made from the three researchers' notes.
+    assert answer.startswith("In one sentence: air scatters blue light far more than red")
+    assert "This is Rayleigh scattering." in answer
+    assert "the reds and oranges are left." in answer
+    # The tree, as `agentforum tree` draws it: every agent's calls, the ref on the answer.
+    tree = output.partition(f"$ agentforum tree --db {db}\n")[2]
+    assert tree.startswith(f"{db}  23 messages, 1 ref\n")
+    calls = re.findall(r"call → (\w+) model=\"scripted\"", tree)
+    assert sorted(calls) == ["critic", "lead", "planner", *["researcher"] * 3, "writer", "writer"]
+    assert re.search(r"\(research-team\) forward lead \"In one sentence: ", tree)
+
+    # Started again on the same database, on the other backend: answered from the cache,
+    # with the same answer and the same tree (the same messages, with the same hashes).
+    again, _ = run_example(str(RESEARCH_TEAM), "--fast", "--db", db, "--backend", OTHER[backend])
+    assert again.returncode == 0, again.stderr
+    note = f"\n(answered from the cache in {db}: no agent ran, no model was asked)\n"
+    assert note in again.stdout
+    assert again.stdout.replace(note, "") == output
+    seconds = time.perf_counter() - start
+    assert seconds < 10, f"two runs of research_team.py took {seconds:.1f} s"
