@@ -54,6 +54,9 @@ class Block(NamedTuple):
     index: int  # among the file's ``python`` blocks, from 0
     line: int  # of the opening fence, from 1
     source: str
+    #: What the block prints, when the document says so: the ``text`` block that follows
+    #: a paragraph that is exactly "It prints:".
+    expected: str | None = None
 
 
 def python_blocks(path: Path) -> Iterator[Block]:
@@ -77,8 +80,32 @@ def python_blocks(path: Path) -> Iterator[Block]:
         body = [line[indent:] if line[:indent].isspace() else line for line in lines[start:number]]
         number += 1
         if opening["info"].strip() == "python":
-            yield Block(path, index, start, "\n".join(body) + "\n")
+            yield Block(path, index, start, "\n".join(body) + "\n", _printed(lines, number))
             index += 1
+
+
+def _printed(lines: list[str], number: int) -> str | None:
+    """The output stated after the block that ends before line ``number`` (from 0), if any.
+
+    That is the body of a ``text`` block that follows a paragraph that is exactly
+    "It prints:" (only blank lines between them). Any other wording ("It prints something
+    like:") states no exact output.
+    """
+    following = [line for line in lines[number : number + 6] if line.strip()]
+    if len(following) < 2 or following[0].strip() != "It prints:":
+        return None
+    if following[1].strip() != "```text":
+        return None
+    start = lines.index(following[1], number) + 1
+    end = start
+    while end < len(lines) and lines[end].strip() != "```":
+        end += 1
+    return "\n".join(lines[start:end])
+
+
+def _normalized(text: str) -> str:
+    """Text without trailing white space on its lines, nor blank lines at its ends."""
+    return "\n".join(line.rstrip() for line in text.strip("\n").splitlines())
 
 
 def _cases() -> list[Any]:
@@ -178,6 +205,30 @@ def test_only_exact_python_fences_are_programs(tmp_path: Path) -> None:
     assert [block.line for block in blocks] == [4, 7, 17]
 
 
+def test_the_stated_output_is_taken_only_after_it_prints(tmp_path: Path) -> None:
+    """A block's output is stated by a ``text`` block after exactly "It prints:"."""
+    document = tmp_path / "doc.md"
+    document.write_text(
+        "```python\nprint('a')\n```\n\nIt prints:\n\n```text\na\n  b\n```\n\n"
+        "```python\nprint('c')\n```\n\nIt prints something like:\n\n```text\nc\n```\n\n"
+        "```python\nprint('d')\n```\n\nIt prints:\n\n```console\nd\n```\n",
+        encoding="utf-8",
+    )
+    assert [block.expected for block in python_blocks(document)] == ["a\n  b", None, None]
+
+
+@pytest.mark.parametrize(
+    ("printed", "stated", "same"),
+    [
+        ("x  \ny\n\n", "x\ny", True),  # trailing white space and blank lines do not count
+        ("x\n", "x\ny", False),
+        ("  x\n", "x", False),  # leading white space does
+    ],
+)
+def test_the_output_is_compared_line_by_line(printed: str, stated: str, same: bool) -> None:
+    assert (_normalized(printed) == _normalized(stated)) is same
+
+
 @pytest.mark.parametrize(("block", "backend"), _cases())
 def test_python_block_runs(
     block: Block,
@@ -187,7 +238,11 @@ def test_python_block_runs(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A ``python`` block of the docs runs on its own and prints what it says it prints."""
+    """A ``python`` block of the docs runs on its own and prints what it says it prints.
+
+    Exactly, when the document states it (``It prints:`` and a ``text`` block); otherwise
+    (a model's answer, a time) the block must print something.
+    """
     # In an empty working directory of its own: the files a block writes (the tutorial's
     # tutorial.db) are the test's, and blocks run at once never share one.
     monkeypatch.chdir(tmp_path)
@@ -200,6 +255,10 @@ def test_python_block_runs(
         assert used, f"{where}: anyio.run was not called"
     if "print(" in block.source:
         assert output.strip(), f"{where}, line {block.line}: printed nothing"
+    if block.expected is not None:
+        assert _normalized(output) == _normalized(block.expected), (
+            f"{where}, line {block.line}: prints something else than the document says"
+        )
 
 
 _LLM_EXAMPLE = """\
