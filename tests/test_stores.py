@@ -297,6 +297,39 @@ async def test_a_put_in_a_cancelled_scope_is_cancelled_and_stores_nothing(
         await store.get(stored.hash)
 
 
+async def test_a_loop_over_a_memory_store_lets_other_tasks_run() -> None:
+    """MemoryStore yields once in YIELD_EVERY calls: a busy loop over it starves nobody."""
+    store = MemoryStore()
+    stored = message("a")
+    ran_after: list[int] = []
+    calls = 0
+
+    async def other() -> None:
+        ran_after.append(calls)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(other)
+        for calls in range(1, MemoryStore.YIELD_EVERY + 1):  # noqa: B007 (read by other)
+            await store.put(stored)
+    assert ran_after
+    assert 1 <= ran_after[0] <= MemoryStore.YIELD_EVERY
+
+
+async def test_every_memory_store_call_is_a_cancellation_point() -> None:
+    """Between its full checkpoints too, a MemoryStore call raises a pending cancellation."""
+    store = MemoryStore()
+    stored = message("a")
+    await store.put(stored)
+    reached = 0
+    with anyio.CancelScope() as scope:
+        for reached in range(1, 4):
+            await store.get(stored.hash)
+            if reached == 2:
+                scope.cancel()
+    assert scope.cancelled_caught
+    assert reached == 3
+
+
 # -- every kind round-trips ----------------------------------------------------------------------
 
 

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Final
 
 import anyio
 import anyio.lowlevel
 import attrs
-from anyio import BrokenResourceError, ClosedResourceError, create_memory_object_stream
+from anyio import BrokenResourceError, ClosedResourceError
 
 from ._content import Item, flatten
 from ._context import current_call
 from ._exceptions import AgentError
 from ._json import FrozenDict
+from ._log import Feed
 from ._messages import CallMessage, ErrorMessage, ForwardedMessage, Message
 from ._promises import Failure, MessagePromise, MessageSequence, SequenceLog, StreamedMessage
 
@@ -64,8 +64,6 @@ class Call:
         "_mirrored",
         "_parent",
         "_reply_default",
-        "_requests_out",
-        "_responses_out",
         "_scope",
         "_streaming",
         "agent",
@@ -81,11 +79,11 @@ class Call:
         "hand_streams",
         "kwargs",
         "open_calls",
+        "request_feed",
         "requests",
         "requests_closed",
-        "requests_in",
+        "response_feed",
         "responses",
-        "responses_in",
         "task_group",
     )
 
@@ -105,8 +103,9 @@ class Call:
         self.branch_from = branch_from
         self.blank_history = blank_history
         self.caller = caller
-        self.requests_in, self._requests_out = create_memory_object_stream[Entry](math.inf)
-        self.responses_in, self._responses_out = create_memory_object_stream[Entry](math.inf)
+        #: What ask(), send_request() and respond() queue for the writer (see run()).
+        self.request_feed: Feed[Entry] = Feed()
+        self.response_feed: Feed[Entry] = Feed()
         self.requests = SequenceLog(self, owner=self)
         self.responses = SequenceLog(owner=self)
         #: Cancelling it cancels the call and every call nested in it (see cancel()).
@@ -150,14 +149,14 @@ class Call:
         metadata: FrozenDict,
     ) -> None:
         """Queue flattened content on the ``"requests"`` or ``"responses"`` feed (never blocks)."""
-        stream = self.requests_in if feed == "requests" else self.responses_in
+        stream = self.request_feed if feed == "requests" else self.response_feed
         if feed == "responses":
             self.hand_streams.extend(
                 item for item in items if isinstance(item, StreamedMessage) and item._source is None
             )
         try:
             for item in items:
-                stream.send_nowait((item, reply_to, metadata))
+                stream.send((item, reply_to, metadata))
         except ClosedResourceError:
             if feed == "responses":
                 reason = "its agent function returned"
@@ -172,7 +171,7 @@ class Call:
 
     def close_requests(self) -> None:
         self.requests_closed = True
-        self.requests_in.close()
+        self.request_feed.close()
 
     # -- the call's tasks ---------------------------------------------------------------------
 
@@ -248,7 +247,7 @@ class Call:
             cancelled = True
             raise
         finally:
-            self.responses_in.close()
+            self.response_feed.close()
             for call in self.open_calls:
                 call.close_requests()
             # A streamed response the function left open ends with it; if the function
@@ -261,10 +260,10 @@ class Call:
                     stream._finish()
 
     def _close_feeds(self) -> None:
-        self.requests_in.close()
-        self.responses_in.close()
-        self._requests_out.close()
-        self._responses_out.close()
+        self.request_feed.close()
+        self.response_feed.close()
+        self.request_feed.drop()
+        self.response_feed.drop()
 
     # -- writing the branch -------------------------------------------------------------------
 
@@ -282,9 +281,11 @@ class Call:
         elif self.blank_history:
             self._parent = None
         sender = self.caller.agent.alias if self.caller is not None else "user"
-        async with self._requests_out:
-            async for item, reply_to, metadata in self._requests_out:
+        try:
+            async for item, reply_to, metadata in self.request_feed:
                 await self._place(item, reply_to, metadata, sender, self.requests)
+        finally:
+            self.request_feed.drop()
         if isinstance(self._parent, _Unset):
             self._parent = await self._default_parent()
         last_request = self._parent if self.requests.items else None
@@ -301,7 +302,7 @@ class Call:
     async def _write_responses(self) -> None:
         alias = self.agent.alias
         # Not closed here when cancelled: the responses still queued may be placed then.
-        async for item, reply_to, metadata in self._responses_out:
+        async for item, reply_to, metadata in self.response_feed:
             await self._place(item, reply_to, metadata, alias, self.responses)
 
     # -- caching ------------------------------------------------------------------------------
@@ -681,7 +682,7 @@ class Call:
         alias = self.agent.alias
         while True:
             try:
-                item, reply_to, metadata = self._responses_out.receive_nowait()
+                item, reply_to, metadata = self.response_feed.receive_nowait()
             except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                 return
             if not _ready(reply_to):

@@ -10,6 +10,7 @@ keep up pays one list append per item.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Generic, TypeVar
 
 import anyio
@@ -54,3 +55,87 @@ class Log(Generic[T]):
         if waiter is None:
             waiter = self._waiter = anyio.Event()
         await waiter.wait()
+
+
+class Feed(Generic[T]):
+    """Items sent by any number of producers, received in order by one consumer.
+
+    An unbounded memory object stream without its per-item costs: sending never blocks,
+    and receiving an item that is already there is no checkpoint (the consumer's work on
+    the item has its own). The consumer waits on an :class:`anyio.Event`, created only when
+    the feed is empty.
+    """
+
+    __slots__ = ("_items", "_waiter", "closed", "dropped")
+
+    def __init__(self) -> None:
+        self._items: deque[T] = deque()
+        self._waiter: anyio.Event | None = None
+        #: No more items will be sent (the producers' end is closed).
+        self.closed = False
+        #: The consumer has stopped receiving: items sent now are dropped.
+        self.dropped = False
+
+    def send(self, item: T) -> None:
+        """Queue ``item`` for the consumer.
+
+        Raises:
+            anyio.ClosedResourceError: the feed is closed.
+            anyio.BrokenResourceError: the consumer has stopped receiving.
+        """
+        if self.closed:
+            raise anyio.ClosedResourceError
+        if self.dropped:
+            raise anyio.BrokenResourceError
+        self._items.append(item)
+        self._wake()
+
+    def close(self) -> None:
+        """End the feed: the consumer receives what is queued, then the end."""
+        self.closed = True
+        self._wake()
+
+    def drop(self) -> None:
+        """Stop receiving: discard what is queued; producers get BrokenResourceError."""
+        self.dropped = True
+        self._items.clear()
+        self._wake()
+
+    def receive_nowait(self) -> T:
+        """Return the next item.
+
+        Raises:
+            anyio.WouldBlock: no item yet.
+            anyio.EndOfStream: the feed is closed and every item was received.
+            anyio.ClosedResourceError: the consumer has stopped receiving.
+        """
+        if self.dropped:
+            raise anyio.ClosedResourceError
+        if self._items:
+            return self._items.popleft()
+        if self.closed:
+            raise anyio.EndOfStream
+        raise anyio.WouldBlock
+
+    def __aiter__(self) -> Feed[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        """The next item, waiting for it if needed (a checkpoint only when it waits)."""
+        items = self._items
+        while not items:
+            if self.dropped:
+                raise anyio.ClosedResourceError
+            if self.closed:
+                raise StopAsyncIteration
+            waiter = self._waiter
+            if waiter is None:
+                waiter = self._waiter = anyio.Event()
+            await waiter.wait()
+        return items.popleft()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            waiter.set()

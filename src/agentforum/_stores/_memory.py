@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import bisect
 import re
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, ClassVar, Final
 
-from anyio.lowlevel import checkpoint
+from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 
 from .._exceptions import AmbiguousHashError, MessageNotFoundError
 from .._hashing import sha256_hex
@@ -71,9 +71,17 @@ class MemoryStore(MessageStore):
 
     The default store of :class:`Forum`. It holds the :class:`Message` objects themselves, so
     reading a message costs no decoding; it is gone when the process ends.
+
+    Its methods never wait for anything. Each is a cancellation point, and one call in
+    ``YIELD_EVERY`` also lets the other tasks run (a full checkpoint), so that a loop
+    over the store cannot starve them; yielding at every call would cost each operation a
+    turn of the event loop, and make a call of an agent several times slower.
     """
 
-    __slots__ = ("_cache", "_children", "_messages", "_refs", "_sorted")
+    __slots__ = ("_cache", "_children", "_messages", "_operations", "_refs", "_sorted")
+
+    #: One call of the store's methods in this many is a full checkpoint (see above).
+    YIELD_EVERY: ClassVar[int] = 64
 
     def __init__(self) -> None:
         self._messages: dict[str, Message] = {}
@@ -81,9 +89,17 @@ class MemoryStore(MessageStore):
         self._refs: dict[str, str] = {}
         self._cache: dict[str, tuple[str, ...]] = {}
         self._sorted: list[str] | None = []
+        self._operations = 0
 
     def __repr__(self) -> str:
         return f"<MemoryStore with {len(self._messages)} messages>"
+
+    async def _checkpoint(self) -> None:
+        self._operations += 1
+        if self._operations % self.YIELD_EVERY:
+            await checkpoint_if_cancelled()
+        else:
+            await checkpoint()
 
     def _require(self, hash: str, what: str) -> Message:
         try:
@@ -92,7 +108,7 @@ class MemoryStore(MessageStore):
             raise MessageNotFoundError(f"{what} {hash} is not in the store") from None
 
     async def put(self, message: Message) -> None:
-        await checkpoint()
+        await self._checkpoint()
         key = message.hash
         if key in self._messages:
             return
@@ -103,7 +119,7 @@ class MemoryStore(MessageStore):
         self._sorted = None
 
     async def put_many(self, messages: Iterable[Message]) -> None:
-        await checkpoint()
+        await self._checkpoint()
         batch = {message.hash: message for message in messages}
         for message in batch.values():
             for field, value in links(message):
@@ -116,11 +132,11 @@ class MemoryStore(MessageStore):
         self._sorted = None
 
     async def get(self, hash: str) -> Message:
-        await checkpoint()
+        await self._checkpoint()
         return self._require(hash, "message")
 
     async def resolve(self, hash_or_prefix: str) -> Message:
-        await checkpoint()
+        await self._checkpoint()
         prefix = check_prefix(hash_or_prefix)
         if len(prefix) == 64:
             return self._require(prefix, "message")
@@ -136,7 +152,7 @@ class MemoryStore(MessageStore):
         return self._messages[matches[0]]
 
     async def ancestors(self, hash: str) -> list[Message]:
-        await checkpoint()
+        await self._checkpoint()
         branch = []
         message: Message | None = self._require(hash, "message")
         while message is not None:
@@ -146,40 +162,40 @@ class MemoryStore(MessageStore):
         return branch
 
     async def children(self, hash: str | None) -> list[Message]:
-        await checkpoint()
+        await self._checkpoint()
         return [self._messages[key] for key in sorted(self._children.get(hash, ()))]
 
     async def set_ref(self, name: str, hash: str) -> None:
-        await checkpoint()
+        await self._checkpoint()
         check_ref_name(name)
         self._require(hash, "message")
         self._refs[name] = hash
 
     async def get_ref(self, name: str) -> str | None:
-        await checkpoint()
+        await self._checkpoint()
         return self._refs.get(check_ref_name(name))
 
     async def delete_ref(self, name: str) -> None:
-        await checkpoint()
+        await self._checkpoint()
         self._refs.pop(check_ref_name(name), None)
 
     async def refs(self) -> Mapping[str, str]:
-        await checkpoint()
+        await self._checkpoint()
         return dict(sorted(self._refs.items()))
 
     async def get_cached(self, call_hash: str) -> Sequence[str] | None:
-        await checkpoint()
+        await self._checkpoint()
         return self._cache.get(call_hash)
 
     async def put_cached(self, call_hash: str, response_hashes: Sequence[str]) -> None:
-        await checkpoint()
+        await self._checkpoint()
         self._require(call_hash, "call")
         for response in response_hashes:
             self._require(response, "response")
         self._cache[call_hash] = tuple(response_hashes)
 
     async def verify(self) -> list[IntegrityProblem]:
-        await checkpoint()
+        await self._checkpoint()
         problems = []
         for key, message in self._messages.items():
             if sha256_hex(encode_message(message)) != key:
@@ -204,7 +220,7 @@ class MemoryStore(MessageStore):
 
     async def aclose(self) -> None:
         """Nothing to release: the messages stay readable until the store is dropped."""
-        await checkpoint()
+        await self._checkpoint()
 
 
 __all__ = ["MemoryStore", "check_prefix", "check_ref_name", "is_hash", "links"]
