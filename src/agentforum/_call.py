@@ -52,8 +52,8 @@ class Call:
     ``run`` is the call's task: it opens the call's task group (where the calls nested in it
     run), starts the agent function, and writes the branch in order: the requests, the
     :class:`CallMessage`, the responses, and an :class:`ErrorMessage` if the call failed.
-    Requests and responses reach it through memory object streams, so ``send_request`` and
-    ``respond`` never block.
+    Requests and responses reach it through two ``Feed`` queues (see ``_log.py``), so
+    ``send_request`` and ``respond`` never block.
     """
 
     __slots__ = (
