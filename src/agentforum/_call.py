@@ -9,6 +9,7 @@ import anyio.lowlevel
 import attrs
 from anyio import BrokenResourceError, ClosedResourceError
 
+from . import _agents
 from ._content import Item, flatten
 from ._context import current_call
 from ._exceptions import AgentError
@@ -196,7 +197,7 @@ class Call:
                 else:
                     async with anyio.create_task_group() as call_group:
                         self.task_group = call_group
-                        await self._run_and_write()
+                        await self._run_and_write(call_group)
                         # The calls nested in this one may still run: the group waits.
             if self._scope.cancelled_caught:
                 await self._record_cancellation()
@@ -215,37 +216,45 @@ class Call:
             if self.flight is not None:
                 self.flight.land()
 
-    async def _run_and_write(self) -> None:
-        cause: Exception | None = None
-        async with anyio.create_task_group() as work_group:
-            work_group.start_soon(self._run_agent, name=f"agent {self.agent.alias}")
-            try:
-                await self._write()
-            except Exception as exc:
-                cause = exc
-                work_group.cancel_scope.cancel()
-        if cause is None:
+    async def _run_and_write(self, call_group: TaskGroup) -> None:
+        """Run the agent function in ``call_group`` while this task writes the branch.
+
+        If writing fails, the agent function is cancelled (not the calls nested in it), and
+        the failure is recorded once its function has ended.
+        """
+        agent_scope = anyio.CancelScope()
+        call_group.start_soon(self._run_agent, agent_scope, name=f"agent {self.agent.alias}")
+        try:
+            await self._write()
+        except Exception as exc:
+            agent_scope.cancel()
+            # The agent function closes the response feed when it ends.
+            async for _ in self.response_feed:
+                pass
+            cause: Exception | None = exc
+        else:
+            # The response feed is closed: the agent function has ended.
             cause = self.agent_error
         if cause is None:
             self.responses.close()
         else:
             await self._record_failure(cause)
 
-    async def _run_agent(self) -> None:
+    async def _run_agent(self, scope: anyio.CancelScope) -> None:
         current_call.set(self)
-        from ._agents import InteractionContext
-
-        context = InteractionContext(self)
+        context = _agents.InteractionContext(self)
         cancelled = False
         try:
-            # A call cancelled before its task ran runs none of its agent's code.
-            await anyio.lowlevel.checkpoint_if_cancelled()
-            await self.agent.function(context, **self.kwargs)
-        except Exception as exc:
-            self.agent_error = exc
-        except anyio.get_cancelled_exc_class():
-            cancelled = True
-            raise
+            with scope:
+                try:
+                    # A call cancelled before its task ran runs none of its agent's code.
+                    await anyio.lowlevel.checkpoint_if_cancelled()
+                    await self.agent.function(context, **self.kwargs)
+                except Exception as exc:
+                    self.agent_error = exc
+                except anyio.get_cancelled_exc_class():
+                    cancelled = True
+                    raise
         finally:
             self.response_feed.close()
             for call in self.open_calls:
