@@ -260,6 +260,44 @@ class Tool:
         """Call the function, as if it were not a tool."""
         return self.function(*args, **kwargs)
 
+    async def run(self, arguments: str) -> tuple[str, bool]:
+        """Run the function with a model's ``arguments``: a JSON object, as text.
+
+        Returns the result's text and whether it is an error. The text of a ``str``
+        result is itself, that of any other value its JSON (``None`` is ``"null"``).
+        Arguments that are not a JSON object (``""`` counts as ``{}``) or do not fit the
+        signature, an exception in the function and a result that is not JSON are
+        errors, never raised: ``"Error: ..."``, saying what went wrong, for the model to
+        read. Arguments are converted to the annotated types: a float with no fractional
+        part for an ``int``, an ``int`` for a ``float``.
+
+        A sync function runs in a worker thread (:func:`anyio.to_thread.run_sync`); when
+        the call is cancelled, this waits for the function to return. A cancellation is
+        never caught: it propagates.
+        """
+        try:
+            given = json.loads(arguments) if arguments.strip() else {}
+        except json.JSONDecodeError as exc:
+            return f"Error: the arguments are not valid JSON ({exc}): {arguments}", True
+        try:
+            keywords = _bind(self, given)
+        except _Invalid as exc:
+            return f"Error: wrong arguments for {self.name}: {exc}", True
+        try:
+            if self.is_async:
+                result = await self.function(**keywords)
+            else:
+                call = functools.partial(self.function, **keywords)
+                result = await anyio.to_thread.run_sync(call)
+        except Exception as exc:
+            return f"Error: {error_type_of(exc)}: {exc}", True
+        if isinstance(result, str):
+            return result, False
+        try:
+            return json.dumps(result, ensure_ascii=False, allow_nan=False), False
+        except (TypeError, ValueError) as exc:
+            return f"Error: the tool's result is not JSON: {exc}", True
+
 
 def _signature(
     function: Callable[..., Any], where: str
@@ -356,37 +394,6 @@ def as_tool(value: Tool | Callable[..., Any]) -> Tool:
     return value if isinstance(value, Tool) else Tool(value)
 
 
-async def call_tool(tool: Tool, arguments: str) -> tuple[str, bool]:
-    """Run ``tool`` with the model's ``arguments`` (a JSON object, as text).
-
-    Returns the result's text (a ``str`` as it is, any other value as JSON) and whether it
-    is an error. Arguments that are not a JSON object or do not fit the signature, an
-    exception in the function, and a result that is not JSON are errors: ``"Error: ..."``,
-    saying what went wrong. A cancellation is never caught.
-    """
-    try:
-        given = json.loads(arguments) if arguments.strip() else {}
-    except json.JSONDecodeError as exc:
-        return f"Error: the arguments are not valid JSON ({exc}): {arguments}", True
-    try:
-        keywords = _bind(tool, given)
-    except _Invalid as exc:
-        return f"Error: wrong arguments for {tool.name}: {exc}", True
-    try:
-        if tool.is_async:
-            result = await tool.function(**keywords)
-        else:
-            result = await anyio.to_thread.run_sync(functools.partial(tool.function, **keywords))
-    except Exception as exc:
-        return f"Error: {error_type_of(exc)}: {exc}", True
-    if isinstance(result, str):
-        return result, False
-    try:
-        return json.dumps(result, ensure_ascii=False, allow_nan=False), False
-    except (TypeError, ValueError) as exc:
-        return f"Error: the tool's result is not JSON: {exc}", True
-
-
 def _bind(tool: Tool, given: object) -> dict[str, object]:
     if type(given) is not dict:
         raise _Invalid(f"they must be a JSON object, not {json.dumps(given)}")
@@ -407,4 +414,4 @@ def unknown_tool(name: str, tools: Mapping[str, Tool]) -> str:
     return f"Error: there is no tool named {name!r} (the tools are: {offered})"
 
 
-__all__ = ["Tool", "as_tool", "call_tool", "tool", "unknown_tool"]
+__all__ = ["Tool", "as_tool", "tool", "unknown_tool"]

@@ -30,7 +30,7 @@ from . import (
     LLMServerError,
     LLMToolLoopError,
 )
-from ._tools import Tool, as_tool, call_tool, unknown_tool
+from ._tools import Tool, as_tool, unknown_tool
 
 if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
@@ -299,7 +299,7 @@ class OpenAIAgent:
             if tool is None:
                 results[index] = (unknown_tool(name, self._tools), True)
             else:
-                results[index] = await call_tool(tool, arguments)
+                results[index] = await tool.run(arguments)
 
         async with anyio.create_task_group() as group:
             for index, (_, name, arguments) in enumerate(calls):
