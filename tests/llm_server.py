@@ -436,6 +436,11 @@ class ChatServer:
         self._replies.extend(replies)
 
     @property
+    def pending(self) -> int:
+        """How many scripted replies are left (not counting the default)."""
+        return len(self._replies)
+
+    @property
     def bodies(self) -> list[Any]:
         """The JSON bodies of the requests received, in order."""
         return [request.body for request in self.requests]
