@@ -21,6 +21,10 @@ the server's ``default`` reply, else by a 418 error that says no reply was scrip
   ``finish_reason``, then, when the request asked for ``stream_options.include_usage``, a
   chunk with ``choices: []`` and the ``usage``, then ``data: [DONE]``. Its tokens can be
   gated by events the test sets, to prove that they reach the consumer live.
+  With ``tool_calls`` (:class:`ToolCall`), the stream then calls tools as the API does:
+  for each call, a chunk with its ``index``, ``id``, ``type`` and ``function.name``, then
+  its ``function.arguments`` in fragments (:func:`calling` makes such a stream, with the
+  ``"tool_calls"`` finish reason).
 - :class:`Cut`: a stream whose connection is closed after some tokens, without the
   terminating chunk, the ``[DONE]`` event or the end of the chunked body.
 - :class:`Hang`: a stream that stops sending after some tokens and waits until the client
@@ -35,7 +39,7 @@ import itertools
 import json
 from collections import deque
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
 import anyio.abc
@@ -164,6 +168,14 @@ class Fail(Reply):
         return True
 
 
+class ToolCall(NamedTuple):
+    """A tool call that a :class:`Stream` makes: its id, the tool's name, the arguments."""
+
+    id: str
+    name: str
+    arguments: str
+
+
 class Stream(Reply):
     """A streamed answer: the Chat Completions chunks of ``tokens``, as server-sent events.
 
@@ -178,6 +190,11 @@ class Stream(Reply):
             ``gates[i]`` (an :class:`anyio.Event`) lets token ``i + 1`` go.
         error: Instead of the finishing chunk, an ``{"error": {...}}`` event with this
             object (the way a server reports a failure after the stream started).
+        tool_calls: Tool calls to make after the tokens, each in several chunks: one that
+            names it, then its arguments ``fragment`` characters at a time.
+        fragment: The length of the pieces of each call's arguments.
+        interleave: Send the fragments of the calls by turns (call 0, call 1, call 0,
+            ...) rather than one call after the other, as a server may.
 
     :attr:`sent` counts the tokens written so far.
     """
@@ -191,8 +208,14 @@ class Stream(Reply):
         usage: tuple[int, int] | None = None,
         gated: bool = False,
         error: Mapping[str, Any] | None = None,
+        tool_calls: Iterable[ToolCall] = (),
+        fragment: int = 4,
+        interleave: bool = False,
     ) -> None:
         self.tokens = list(tokens)
+        self.tool_calls = list(tool_calls)
+        self.fragment = fragment
+        self.interleave = interleave
         self.model = model
         self.finish_reason = finish_reason
         self.usage = usage
@@ -241,6 +264,8 @@ class Stream(Reply):
                 return False
             await event(choice({"content": token}))
             self.sent += 1
+        for delta in self._tool_call_deltas():
+            await event(choice({"tool_calls": [delta]}))
         if not await self._may_finish(exchange):
             return False
         if self.error is not None:
@@ -263,6 +288,29 @@ class Stream(Reply):
         await exchange.send(h11.EndOfMessage())
         return True
 
+    def _tool_call_deltas(self) -> list[dict[str, Any]]:
+        """The ``delta.tool_calls`` entries that make the calls, in the order they are sent."""
+        per_call = []
+        for index, call in enumerate(self.tool_calls):
+            named = {
+                "index": index,
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": ""},
+            }
+            pieces = [
+                call.arguments[start : start + self.fragment]
+                for start in range(0, len(call.arguments), self.fragment)
+            ]
+            per_call.append(
+                [named, *({"index": index, "function": {"arguments": p}} for p in pieces)]
+            )
+        if not self.interleave:
+            return [delta for deltas in per_call for delta in deltas]
+        return [
+            delta for row in itertools.zip_longest(*per_call) for delta in row if delta is not None
+        ]
+
     async def _may_send(self, exchange: _Exchange, index: int) -> bool:
         """Wait for the gate of token ``index``; ``False`` ends the connection instead."""
         if index and self.gates:
@@ -272,6 +320,11 @@ class Stream(Reply):
     async def _may_finish(self, exchange: _Exchange) -> bool:
         """After the last token: ``False`` ends the connection without finishing."""
         return True
+
+
+def calling(*calls: ToolCall, tokens: Iterable[str] = (), **options: Any) -> Stream:
+    """A stream that calls tools (after ``tokens``, if any), finishing with ``"tool_calls"``."""
+    return Stream(tokens, tool_calls=calls, finish_reason="tool_calls", **options)
 
 
 class Cut(Stream):
@@ -381,6 +434,11 @@ class ChatServer:
     def reply(self, *replies: Reply) -> None:
         """Answer the next requests with these replies, in order (after those queued)."""
         self._replies.extend(replies)
+
+    @property
+    def pending(self) -> int:
+        """How many scripted replies are left (not counting the default)."""
+        return len(self._replies)
 
     @property
     def bodies(self) -> list[Any]:

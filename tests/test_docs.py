@@ -13,7 +13,8 @@ The blocks of the documents in ``LLM_DOCUMENTS`` (``docs/llms.md``) ask a model 
 ``openai.AsyncOpenAI()`` configured from the environment: while one of them runs, a
 loopback Chat Completions server (``tests/llm_server.py``) answers every request with
 ``LLM_REPLY``, streamed, with usage, and ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY`` point
-at it. No block reaches the network.
+at it. A block that needs other answers (a model that calls a tool) gets them from
+``LLM_SCRIPTS``, first, and must use them all. No block reaches the network.
 """
 
 from __future__ import annotations
@@ -29,7 +30,15 @@ import anyio
 import anyio.from_thread
 import pytest
 
-from llm_server import SDK_GENERATOR_WARNING, ChatServer, Stream, chat_server
+from llm_server import (
+    SDK_GENERATOR_WARNING,
+    ChatServer,
+    Reply,
+    Stream,
+    ToolCall,
+    calling,
+    chat_server,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -45,6 +54,15 @@ _FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>[^`\n]*)
 LLM_DOCUMENTS = frozenset({"llms.md"})
 #: What the loopback server answers to every request, a word per token.
 LLM_REPLY = "A streamed answer from the loopback server."
+#: The replies scripted for the blocks of a document that contain a text, answered before
+#: ``LLM_REPLY``: ``{(document name, text of the block): make the replies}``.
+LLM_SCRIPTS: dict[tuple[str, str], Callable[[], list[Reply]]] = {
+    # docs/llms.md, "Tools": the model calls get_weather, then answers with its result.
+    ("llms.md", "def get_weather("): lambda: [
+        calling(ToolCall("call_1", "get_weather", '{"city": "Paris"}')),
+        Stream(["It is sunny", " in Paris", ", 21 °C."]),
+    ],
+}
 
 
 class Block(NamedTuple):
@@ -152,7 +170,8 @@ def llm_environment(block: Block) -> Iterator[ChatServer | None]:
     For a block of one of ``LLM_DOCUMENTS``, runs :func:`llm_server.chat_server` in a
     background thread (the block starts its own event loop, on either backend) and points
     ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY`` at it for the duration of the block; yields
-    the server. For any other block, does nothing and yields ``None``.
+    the server, with the block's ``LLM_SCRIPTS`` queued. For any other block, does nothing
+    and yields ``None``.
     """
     if block.path.name not in LLM_DOCUMENTS:
         yield None
@@ -164,6 +183,9 @@ def llm_environment(block: Block) -> Iterator[ChatServer | None]:
         pytest.MonkeyPatch.context() as patch,
         warnings.catch_warnings(),
     ):
+        for (document, text), script in LLM_SCRIPTS.items():
+            if block.path.name == document and text in block.source:
+                server.reply(*script())
         patch.setenv("OPENAI_BASE_URL", server.base_url)
         patch.setenv("OPENAI_API_KEY", "docs-test-key")
         # The SDK leaves async generators for Trio to close, which warns (see llm_server).
@@ -248,8 +270,10 @@ def test_python_block_runs(
     monkeypatch.chdir(tmp_path)
     used = run_on(backend)
     where = _where(block)
-    with llm_environment(block):
+    with llm_environment(block) as server:
         run_block(block)
+        if server is not None:
+            assert server.pending == 0, f"{where}: the block left scripted replies unused"
     output = capsys.readouterr().out
     if backend is not None:
         assert used, f"{where}: anyio.run was not called"

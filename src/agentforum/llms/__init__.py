@@ -2,12 +2,15 @@
 
 The adapters live in submodules, each with the extra it needs:
 :mod:`agentforum.llms.openai` (``pip install "agentforum[openai]"``) for the OpenAI-compatible
-Chat Completions API. This package itself needs nothing beyond agentforum.
+Chat Completions API. This package itself needs nothing beyond agentforum: the errors, and
+:class:`Tool`, the Python functions that a model may call.
 """
 
 from __future__ import annotations
 
 from .._exceptions import AgentForumError
+from ._tools import Tool as Tool
+from ._tools import tool as tool
 
 
 class LLMError(AgentForumError):
@@ -38,6 +41,14 @@ class LLMConnectionError(LLMError):
     """
 
 
+class LLMToolLoopError(LLMError):
+    """The model kept calling tools: one round more than the agent's ``max_tool_rounds``.
+
+    The messages of the call so far (each tool call and result, and the model's last
+    answer that calls tools again) stay in the tree; the branch then ends with this error.
+    """
+
+
 __all__ = [
     "LLMAuthenticationError",
     "LLMConnectionError",
@@ -45,4 +56,17 @@ __all__ = [
     "LLMRateLimitError",
     "LLMRequestError",
     "LLMServerError",
+    "LLMToolLoopError",
+    "Tool",
+    "tool",
 ]
+
+
+def _fixup_module_metadata() -> None:
+    # The tools say ``agentforum.llms.Tool`` in reprs and docs, as the errors above do.
+    for value in (Tool, tool):
+        value.__module__ = __name__
+
+
+_fixup_module_metadata()
+del _fixup_module_metadata

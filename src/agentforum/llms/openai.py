@@ -11,11 +11,12 @@ See ``docs/llms.md``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import anyio
 import openai
+from openai.lib.streaming.chat import ChatCompletionStreamState
 
 from .._json import FrozenDict, JSONValue, freeze_mapping
 from .._messages import ErrorMessage, Message
@@ -27,7 +28,9 @@ from . import (
     LLMRateLimitError,
     LLMRequestError,
     LLMServerError,
+    LLMToolLoopError,
 )
+from ._tools import Tool, as_tool, unknown_tool
 
 if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
@@ -37,12 +40,12 @@ if TYPE_CHECKING:
     from .._agents import InteractionContext
 
 #: Chat Completions parameters that the agent sets itself: a call may not pass them.
-RESERVED: Final = frozenset({"messages", "stream", "stream_options"})
+RESERVED: Final = frozenset({"messages", "stream", "stream_options", "tools"})
 
 
 def chat_messages(
     history: Sequence[Message], me: str, *, system: str | None = None
-) -> list[dict[str, str]]:
+) -> list[dict[str, Any]]:
     """Turn a branch into the ``messages`` of a Chat Completions request.
 
     In order: the ``system`` prompt, if any; then each message of ``history`` (root first):
@@ -51,18 +54,91 @@ def chat_messages(
     it is. :class:`ErrorMessage` nodes are left out: they record what failed, they are not
     part of the conversation.
 
+    The tool calls of ``me`` go back as the API wants them: a message of ``me`` with
+    ``metadata["tool_calls"]`` as an ``assistant`` message with ``tool_calls``, each
+    result (``metadata["tool_call_id"]``) that follows it as a ``tool`` message. A tool
+    call with no result after it (a call cut short) is left out of its message, and a
+    result with no call before it is left out. The tool calls and results of other
+    agents are their own work: left out.
+
     Args:
         history: The branch, root first, as :meth:`InteractionContext.history` returns it.
         me: The alias of the agent the model speaks as.
         system: The system prompt.
+
+    Raises:
+        ValueError: a message of ``me`` whose tool metadata is not as the agent writes it.
     """
-    messages = [{"role": "system", "content": system}] if system is not None else []
-    messages.extend(
-        {"role": "assistant" if message.sender == me else "user", "content": message.content}
-        for message in history
-        if not isinstance(message, ErrorMessage)
-    )
+    messages: list[dict[str, Any]] = []
+    if system is not None:
+        messages.append({"role": "system", "content": system})
+    kept = [message for message in history if not isinstance(message, ErrorMessage)]
+    index = 0
+    while index < len(kept):
+        message = kept[index]
+        index += 1
+        metadata = message.metadata
+        if "tool_calls" not in metadata and "tool_call_id" not in metadata:
+            role = "assistant" if message.sender == me else "user"
+            messages.append({"role": role, "content": message.content})
+        elif message.sender != me or "tool_calls" not in metadata:
+            continue  # another agent's tool work, or a result with no call before it
+        else:
+            calls = _recorded_calls(message)
+            results: list[dict[str, Any]] = []
+            while index < len(kept) and _is_result(kept[index], me):
+                result = kept[index]
+                index += 1
+                if result.metadata["tool_call_id"] in {call[0] for call in calls}:
+                    results.append(
+                        {
+                            "role": "tool",
+                            "tool_call_id": result.metadata["tool_call_id"],
+                            "content": result.content,
+                        }
+                    )
+            answered = {result["tool_call_id"] for result in results}
+            turn: dict[str, Any] = {"role": "assistant", "content": message.content or None}
+            if answered:
+                turn["tool_calls"] = [
+                    {
+                        "id": call_id,
+                        "type": "function",
+                        "function": {"name": name, "arguments": arguments},
+                    }
+                    for call_id, name, arguments in calls
+                    if call_id in answered
+                ]
+            if answered or message.content:
+                messages.append(turn)
+                messages.extend(results)
     return messages
+
+
+def _is_result(message: Message, me: str) -> bool:
+    return message.sender == me and "tool_call_id" in message.metadata
+
+
+def _recorded_calls(message: Message) -> list[tuple[str, str, str]]:
+    """The tool calls a message records, as ``(id, name, arguments)``, checked."""
+    recorded = message.metadata["tool_calls"]
+    calls: list[tuple[str, str, str]] = []
+    if isinstance(recorded, tuple):
+        for call in recorded:
+            if not isinstance(call, Mapping):
+                break
+            call_id, name, arguments = (call.get(key) for key in ("id", "name", "arguments"))
+            if not (
+                isinstance(call_id, str) and isinstance(name, str) and isinstance(arguments, str)
+            ):
+                break
+            calls.append((call_id, name, arguments))
+        else:
+            return calls
+    raise ValueError(
+        f"message {message.hash[:12]} has metadata['tool_calls'] = {recorded!r}: expected "
+        "a list of objects with the str keys 'id', 'name' and 'arguments'"
+    )
 
 
 def _thaw(value: JSONValue) -> Any:
@@ -84,12 +160,28 @@ class OpenAIAgent:
     when the server sends it, the token ``usage`` (``prompt_tokens``,
     ``completion_tokens``, ``total_tokens``).
 
+    With :attr:`tools`, a model's answer that calls tools records them
+    (``metadata["tool_calls"]``); the agent runs them, concurrently, responds with one
+    message per result (``metadata["tool_call_id"]``, ``"tool"``, and ``"error": True``
+    for a failure) and asks the model again, with the results, until it answers without
+    calling a tool: at most :attr:`max_tool_rounds` rounds of tools, or the call ends with
+    :exc:`~agentforum.llms.LLMToolLoopError`. See ``docs/llms.md``.
+
     The call's keyword arguments are Chat Completions parameters (``temperature``,
-    ``max_tokens``, ``model``, ...): they override the agent's defaults and, being part of
-    the call's hash, of its cache key.
+    ``max_tokens``, ``model``, ``tool_choice``, ...): they override the agent's defaults
+    and, being part of the call's hash, of its cache key.
     """
 
-    __slots__ = ("__name__", "_client", "defaults", "include_usage", "model", "system")
+    __slots__ = (
+        "__name__",
+        "_client",
+        "_tools",
+        "defaults",
+        "include_usage",
+        "max_tool_rounds",
+        "model",
+        "system",
+    )
 
     def __init__(
         self,
@@ -98,6 +190,8 @@ class OpenAIAgent:
         system: str | None,
         include_usage: bool,
         defaults: Mapping[str, JSONValue],
+        tools: Mapping[str, Tool] | None = None,
+        max_tool_rounds: int = 8,
     ) -> None:
         #: The model asked when a call does not name one.
         self.model = model
@@ -107,7 +201,10 @@ class OpenAIAgent:
         self.include_usage = include_usage
         #: Chat Completions parameters for every call, which a call's own override.
         self.defaults = defaults
+        #: How many rounds of tool calls one call may run before it fails.
+        self.max_tool_rounds = max_tool_rounds
         self._client = client
+        self._tools: Mapping[str, Tool] = dict(tools or {})
         #: The agent's default alias in ``forum.agent``: the model's name.
         self.__name__ = model
 
@@ -119,6 +216,11 @@ class OpenAIAgent:
         """The client given to :func:`openai_agent`, or ``None`` (a new one for each call)."""
         return self._client
 
+    @property
+    def tools(self) -> tuple[Tool, ...]:
+        """The tools the model may call, in the order given."""
+        return tuple(self._tools.values())
+
     async def __call__(self, ctx: InteractionContext, **kwargs: JSONValue) -> None:
         reserved = sorted(RESERVED.intersection(kwargs))
         if reserved:
@@ -127,33 +229,88 @@ class OpenAIAgent:
         if parameters.get("n", 1) != 1:
             raise ValueError("a call answers with one message: n must be 1")
         model = parameters.pop("model", self.model)
-        messages = chat_messages(await ctx.history(), ctx.agent.alias, system=self.system)
         if self.include_usage:
             parameters["stream_options"] = {"include_usage": True}
+        if self._tools:
+            parameters["tools"] = [_declaration(tool) for tool in self._tools.values()]
+        me = ctx.agent.alias
+        history = await ctx.history()
+        # This call's own responses so far (tool calls and results), as the model sees them.
+        turns: list[Message] = []
+        rounds = 0
         async with self._connect() as client:
             where = str(client.base_url)
+            while True:
+                messages = chat_messages([*history, *turns], me, system=self.system)
+                turn = await self._ask(ctx, client, where, model, messages, parameters)
+                if "tool_calls" not in turn.metadata:
+                    return
+                turns.append(turn)
+                if rounds == self.max_tool_rounds:
+                    raise LLMToolLoopError(
+                        f"the model still calls tools after {rounds} rounds of them "
+                        f"(max_tool_rounds={self.max_tool_rounds}): it may be stuck in a loop"
+                    )
+                rounds += 1
+                for result in await self._run_tools(_recorded_calls(turn), me):
+                    ctx.respond(result.content, **cast("dict[str, Any]", result.metadata))
+                    turns.append(result)
+
+    async def _ask(
+        self,
+        ctx: InteractionContext,
+        client: openai.AsyncOpenAI,
+        where: str,
+        model: str,
+        messages: list[dict[str, Any]],
+        parameters: dict[str, Any],
+    ) -> Message:
+        """Ask the model once; respond with its answer, streamed, and return it (no parent)."""
+        try:
+            stream: openai.AsyncStream[ChatCompletionChunk] = await client.chat.completions.create(
+                model=model,
+                messages=cast("list[ChatCompletionMessageParam]", messages),
+                stream=True,
+                **parameters,
+            )
+        except openai.APIError as exc:
+            raise _clear_error(exc, where) from exc
+        # Responded only once the server has accepted the request: an error before
+        # that is an ErrorMessage alone, not an empty message cut short.
+        streamed = StreamedMessage()
+        ctx.respond(streamed)
+        async with streamed:
             try:
-                stream: openai.AsyncStream[
-                    ChatCompletionChunk
-                ] = await client.chat.completions.create(
-                    model=model,
-                    messages=cast("list[ChatCompletionMessageParam]", messages),
-                    stream=True,
-                    **parameters,
-                )
-            except openai.APIError as exc:
-                raise _clear_error(exc, where) from exc
-            # Responded only once the server has accepted the request: an error before
-            # that is an ErrorMessage alone, not an empty message cut short.
-            streamed = StreamedMessage()
-            ctx.respond(streamed)
-            async with streamed:
-                try:
-                    await _relay(stream, streamed, where)
-                finally:
-                    # At once, even when cancelled: the server sees the connection close.
-                    with anyio.CancelScope(shield=True):
-                        await stream.close()
+                tokens, calls = await _relay(stream, streamed, where)
+            finally:
+                # At once, even when cancelled: the server sees the connection close.
+                with anyio.CancelScope(shield=True):
+                    await stream.close()
+            if calls:
+                streamed.add_metadata(tool_calls=calls)
+        return Message(content="".join(tokens), sender=ctx.agent.alias, metadata=streamed.metadata)
+
+    async def _run_tools(self, calls: list[tuple[str, str, str]], me: str) -> list[Message]:
+        """Run the tool calls concurrently; their results, in the order of the calls."""
+        results: list[tuple[str, bool]] = [("", False)] * len(calls)
+
+        async def run(index: int, name: str, arguments: str) -> None:
+            tool = self._tools.get(name)
+            if tool is None:
+                results[index] = (unknown_tool(name, self._tools), True)
+            else:
+                results[index] = await tool.run(arguments)
+
+        async with anyio.create_task_group() as group:
+            for index, (_, name, arguments) in enumerate(calls):
+                group.start_soon(run, index, name, arguments, name=f"tool {name}")
+        messages = []
+        for (call_id, name, _), (content, error) in zip(calls, results, strict=True):
+            metadata: dict[str, JSONValue] = {"tool_call_id": call_id, "tool": name}
+            if error:
+                metadata["error"] = True
+            messages.append(Message(content=content, sender=me, metadata=metadata))
+        return messages
 
     def _connect(self) -> AbstractAsyncContextManager[openai.AsyncOpenAI]:
         if self._client is not None:
@@ -181,15 +338,19 @@ class _Borrowed:
 
 async def _relay(
     stream: openai.AsyncStream[ChatCompletionChunk], streamed: StreamedMessage, where: str
-) -> None:
+) -> tuple[list[str], list[dict[str, JSONValue]]]:
     """Send the stream's tokens to ``streamed``, and its metadata as soon as it is known.
 
     The model is known from the first chunk, so a message cut short records it too.
+    Returns the tokens and the tool calls (``id``, ``name``, ``arguments``) the model
+    made, whose fragments the SDK's :class:`ChatCompletionStreamState` puts together.
     """
-    count = 0
+    tokens: list[str] = []
     finished = False
+    state: ChatCompletionStreamState[Any] = ChatCompletionStreamState()
     try:
         async for chunk in stream:
+            state.handle_chunk(chunk)
             if chunk.model and streamed.metadata.get("model") != chunk.model:
                 streamed.add_metadata(model=chunk.model)
             if chunk.usage is not None:
@@ -205,26 +366,52 @@ async def _relay(
                     continue
                 if choice.delta is not None and choice.delta.content:
                     await streamed.send(choice.delta.content)
-                    count += 1
+                    tokens.append(choice.delta.content)
                 if choice.finish_reason is not None:
                     streamed.add_metadata(finish_reason=choice.finish_reason)
                     finished = True
     except openai.APIConnectionError as exc:
         raise LLMConnectionError(
-            f"the stream from {where} broke off after {count} tokens: {exc}"
+            f"the stream from {where} broke off after {len(tokens)} tokens: {exc}"
         ) from exc
     except openai.APIError as exc:
-        raise _clear_error(exc, where, count) from exc
+        raise _clear_error(exc, where, len(tokens)) from exc
     except LLMError:
         raise
     except Exception as exc:
         raise LLMConnectionError(
-            f"the stream from {where} broke off after {count} tokens: {exc}"
+            f"the stream from {where} broke off after {len(tokens)} tokens: {exc}"
         ) from exc
     if not finished:
         raise LLMConnectionError(
-            f"the stream from {where} ended after {count} tokens without a finish reason"
+            f"the stream from {where} ended after {len(tokens)} tokens without a finish reason"
         )
+    return tokens, _tool_calls(state)
+
+
+def _tool_calls(state: ChatCompletionStreamState[Any]) -> list[dict[str, JSONValue]]:
+    """The function calls of the first choice of a finished stream, as the agent records them."""
+    choices = state.current_completion_snapshot.choices
+    made = (choices[0].message.tool_calls if choices else None) or []
+    # A server that sends no id (some local ones) gets one made from the call's place.
+    return [
+        {
+            "id": call.id or f"call_{index}",
+            "name": call.function.name or "",
+            "arguments": call.function.arguments or "",
+        }
+        for index, call in enumerate(made)
+        if call.type == "function"
+    ]
+
+
+def _declaration(tool: Tool) -> dict[str, Any]:
+    """The ``tools`` entry of a request that declares ``tool``."""
+    function: dict[str, Any] = {"name": tool.name}
+    if tool.description:
+        function["description"] = tool.description
+    function["parameters"] = _thaw(tool.parameters)
+    return {"type": "function", "function": function}
 
 
 def _clear_error(exc: openai.APIError, where: str, count: int | None = None) -> LLMError:
@@ -257,6 +444,8 @@ def openai_agent(
     client: openai.AsyncOpenAI | None = None,
     system: str | None = None,
     include_usage: bool = True,
+    tools: Iterable[Tool | Callable[..., Any]] = (),
+    max_tool_rounds: int = 8,
     **defaults: JSONValue,
 ) -> OpenAIAgent:
     """Make an agent function that asks a model through the Chat Completions API.
@@ -276,23 +465,40 @@ def openai_agent(
         system: A system prompt, put before the history.
         include_usage: Ask the server for the token usage of each answer
             (``stream_options``); turn it off for a server that refuses the option.
+        tools: Functions the model may call: :class:`~agentforum.llms.Tool` objects, or
+            plain functions, made tools with :func:`~agentforum.llms.tool`.
+        max_tool_rounds: How many rounds of tool calls one call may run; a model that
+            calls tools once more ends the call with
+            :exc:`~agentforum.llms.LLMToolLoopError`.
         defaults: Chat Completions parameters for every call (``temperature=0``, say).
 
-    The model, the system prompt and these defaults are not part of the calls' hashes:
+    The model, the system prompt, the tools and these defaults are not part of the
+    calls' hashes:
     the agent's alias names them. Under one alias, keep them fixed, or cached answers of
     the old settings answer the new ones; give the agent a new alias when they change, or
     pass what varies as call keyword arguments. See ``docs/llms.md``.
 
     Raises:
-        TypeError: a default that is not JSON, or one the agent sets itself.
+        TypeError: a default that is not JSON, or one the agent sets itself; a function
+            that cannot be a tool (see :func:`~agentforum.llms.tool`).
+        ValueError: two tools of one name, or ``max_tool_rounds`` below 1.
     """
     if not isinstance(model, str) or not model:
         raise TypeError(f"model must be a non-empty str, got {model!r}")
     reserved = sorted(RESERVED.intersection(defaults))
     if reserved:
         raise TypeError(f"the agent sets {', '.join(reserved)} itself: don't pass them")
+    if isinstance(max_tool_rounds, bool) or not isinstance(max_tool_rounds, int):
+        raise TypeError(f"max_tool_rounds must be an int, got {max_tool_rounds!r}")
+    if max_tool_rounds < 1:
+        raise ValueError(f"max_tool_rounds must be at least 1, got {max_tool_rounds}")
     frozen = FrozenDict._trusted(freeze_mapping(defaults, "defaults"))
-    return OpenAIAgent(model, client, system, include_usage, frozen)
+    named: dict[str, Tool] = {}
+    for declared in map(as_tool, tools):
+        if declared.name in named:
+            raise ValueError(f"two tools are named {declared.name!r}: give one another name")
+        named[declared.name] = declared
+    return OpenAIAgent(model, client, system, include_usage, frozen, named, max_tool_rounds)
 
 
 __all__ = ["OpenAIAgent", "chat_messages", "openai_agent"]
