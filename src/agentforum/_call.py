@@ -215,6 +215,9 @@ class Call:
             self._fail_pending()
             if self.flight is not None:
                 self.flight.land()
+            # Nothing runs in the call any more: its sequences, which consumers may keep
+            # for long, no longer keep the call (its feeds, scopes and task group) alive.
+            self.requests.owner = self.responses.owner = self.requests.reader = None
 
     async def _run_and_write(self, call_group: TaskGroup) -> None:
         """Run the agent function in ``call_group`` while this task writes the branch.
