@@ -129,7 +129,12 @@ class Agent:
         """
         call = self._start(None, branch_from, blank_history, kwargs, cacheable=False)
         owner = call.caller
-        (owner.open_calls if owner is not None else self.forum._open_calls).append(call)
+        if owner is None:
+            self.forum._open_calls.append(call)
+        elif owner.open_calls is None:
+            owner.open_calls = [call]
+        else:
+            owner.open_calls.append(call)
         return AgentCall(call)
 
     def _start(

@@ -38,6 +38,11 @@ class _Unset:
 
 UNSET: Final = _Unset()
 
+#: The feed of a call that never has anything to queue on it: closed, and not received.
+NO_FEED: Final[Feed[Entry]] = Feed()
+NO_FEED.close()
+NO_FEED.drop()
+
 
 def error_type_of(exception: BaseException) -> str:
     """Name an exception's type as ``module.QualName``, built-ins without their module."""
@@ -97,6 +102,7 @@ class Call:
         caller: Call | None,
         *,
         cached: bool = False,
+        runner: bool = False,
     ) -> None:
         self.agent = agent
         self.forum: Forum = agent.forum
@@ -104,9 +110,11 @@ class Call:
         self.branch_from = branch_from
         self.blank_history = blank_history
         self.caller = caller
-        #: What ask(), send_request() and respond() queue for the writer (see run()).
-        self.request_feed: Feed[Entry] = Feed()
-        self.response_feed: Feed[Entry] = Feed()
+        #: What ask(), send_request() and respond() queue for the writer (see run()). A
+        #: cached call runs no agent function, so it gets no responses to queue; a flight's
+        #: runner gets no requests (its requests are those of the call that launched it).
+        self.request_feed: Feed[Entry] = NO_FEED if runner else Feed()
+        self.response_feed: Feed[Entry] = NO_FEED if cached else Feed()
         self.requests = SequenceLog(self, owner=self)
         self.responses = SequenceLog(owner=self)
         #: Cancelling it cancels the call and every call nested in it (see cancel()).
@@ -119,7 +127,8 @@ class Call:
         )
         self.call_message: CallMessage | None = None
         self._call_placed: anyio.Event | None = None
-        self.open_calls: list[Call] = []
+        #: The calls this call's agent started with start_asking(), made when there is one.
+        self.open_calls: list[Call] | None = None
         self.task_group: TaskGroup | None = None
         self.agent_error: Exception | None = None
         self._parent: str | _Unset | None = UNSET
@@ -127,7 +136,7 @@ class Call:
         # The streamed message being placed, with its promise and how to place it.
         self._streaming: _Streaming | None = None
         #: Streamed responses produced by hand, to close if the agent function leaves them open.
-        self.hand_streams: list[StreamedMessage] = []
+        self.hand_streams: list[StreamedMessage] | None = None
         #: Answered through the cache: from the store, or by a flight that runs the agent.
         self.cached = cached
         #: No call nested in this one (at any depth) ended in an error or was cancelled.
@@ -152,9 +161,11 @@ class Call:
         """Queue flattened content on the ``"requests"`` or ``"responses"`` feed (never blocks)."""
         stream = self.request_feed if feed == "requests" else self.response_feed
         if feed == "responses":
-            self.hand_streams.extend(
-                item for item in items if isinstance(item, StreamedMessage) and item._source is None
-            )
+            for item in items:
+                if isinstance(item, StreamedMessage) and item._source is None:
+                    if self.hand_streams is None:
+                        self.hand_streams = []
+                    self.hand_streams.append(item)
         try:
             for item in items:
                 stream.send((item, reply_to, metadata))
@@ -260,11 +271,11 @@ class Call:
                     raise
         finally:
             self.response_feed.close()
-            for call in self.open_calls:
+            for call in self.open_calls or ():
                 call.close_requests()
             # A streamed response the function left open ends with it; if the function
             # failed or was cancelled, the message is incomplete.
-            for stream in self.hand_streams:
+            for stream in self.hand_streams or ():
                 if not stream._log.closed:
                     if self.agent_error is not None and stream._error is None:
                         stream._error = self.agent_error
@@ -388,7 +399,7 @@ class Call:
         The flight runs outside the task group of this call, so that cancelling this call
         does not cancel it for the other calls that follow it (see ``_leave``).
         """
-        runner = Call(self.agent, self.kwargs, None, False, None)
+        runner = Call(self.agent, self.kwargs, None, False, None, runner=True)
         for promise in self.requests.items:
             runner.requests.append(promise)
         runner.requests.close()
