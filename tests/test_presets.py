@@ -8,13 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentforum import CallMessage, Forum, InteractionContext, JSONValue, Message
+from agentforum import Agent, CallMessage, Forum, InteractionContext, JSONValue, Message
 from agentforum.testing import metadata
 
 pytestmark = pytest.mark.anyio
 
 
-def make_forum() -> tuple[Forum, list[dict[str, object]]]:
+def make_forum() -> tuple[Agent, list[dict[str, object]]]:
     forum = Forum()
     runs: list[dict[str, object]] = []
 
@@ -23,7 +23,7 @@ def make_forum() -> tuple[Forum, list[dict[str, object]]]:
         runs.append(dict(kwargs))
         ctx.respond(json.dumps(sorted(kwargs)))
 
-    return forum, runs
+    return show, runs
 
 
 async def call_of(forum: Forum, last: Message) -> CallMessage:
@@ -33,8 +33,8 @@ async def call_of(forum: Forum, last: Message) -> CallMessage:
 
 async def test_a_preset_call_is_the_call_with_those_kwargs() -> None:
     """``a.with_kwargs(x=1).ask(q)`` makes the CallMessage of ``a.ask(q, x=1)``: one cache entry."""
-    forum, runs = make_forum()
-    show = forum._agents["show"]
+    show, runs = make_forum()
+    forum = show.forum
     preset = show.with_kwargs(x=1, style="short")
     async with forum:
         first = await preset.ask("q").last()
@@ -48,8 +48,8 @@ async def test_a_preset_call_is_the_call_with_those_kwargs() -> None:
 
 async def test_call_kwargs_override_presets_and_presets_add_up() -> None:
     """A call's keyword argument overrides the preset of that name; later presets win."""
-    forum, runs = make_forum()
-    show = forum._agents["show"]
+    show, runs = make_forum()
+    forum = show.forum
     preset = show.with_kwargs(x=1, y=[1, 2]).with_kwargs(x=2, z=None)
     assert dict(preset.kwargs) == {"x": 2, "y": (1, 2), "z": None}
     assert dict(show.kwargs) == {}
@@ -68,8 +68,7 @@ async def test_call_kwargs_override_presets_and_presets_add_up() -> None:
 
 async def test_a_preset_agent_is_the_same_agent_of_the_tree() -> None:
     """Same alias, forum, function and cache; not registered again; compared by identity."""
-    forum, _ = make_forum()
-    show = forum._agents["show"]
+    show, _ = make_forum()
     preset = show.with_kwargs(temperature=0.5)
     assert (preset.alias, preset.forum, preset.function, preset.cache) == (
         show.alias,
@@ -78,7 +77,6 @@ async def test_a_preset_agent_is_the_same_agent_of_the_tree() -> None:
         show.cache,
     )
     assert preset.description == show.description
-    assert forum._agents["show"] is show
     assert preset != show
     assert preset != show.with_kwargs(temperature=0.5)
     assert repr(preset) == "<Agent 'show' with temperature=0.5>"
@@ -88,8 +86,7 @@ async def test_a_preset_agent_is_the_same_agent_of_the_tree() -> None:
 
 def test_presets_are_checked_at_once() -> None:
     """A preset that is not a JSON value raises when the preset is made, as ``ask`` does."""
-    forum, _ = make_forum()
-    show = forum._agents["show"]
+    show, _ = make_forum()
     with pytest.raises(TypeError, match="kwargs"):
         show.with_kwargs(when=object())
     with pytest.raises(ValueError, match="finite"):
@@ -123,8 +120,8 @@ async def test_preset_call_hash_is_the_merged_call_hash(
     reserved = {"content", "branch_from", "blank_history"}
     presets = {k: v for k, v in presets.items() if k not in reserved}
     own = {k: v for k, v in own.items() if k not in reserved}
-    forum, _ = make_forum()
-    show = forum._agents["show"]
+    show, _ = make_forum()
+    forum = show.forum
     async with forum:
         preset_last = await show.with_kwargs(**presets).ask("q", **own).last()
         merged_last = await show.ask("q", **{**presets, **own}).last()
