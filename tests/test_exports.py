@@ -109,7 +109,7 @@ def test_no_public_name_is_missing_from_all() -> None:
 
 
 #: The optional parts: sub-packages that import the core, never the other way round.
-PUBLIC_SUBPACKAGES = {"cli", "llms", "testing"}
+PUBLIC_SUBPACKAGES = {"agents", "cli", "llms", "testing"}
 
 
 def test_no_private_module_is_public() -> None:
@@ -129,6 +129,20 @@ def test_the_core_imports_no_optional_part() -> None:
     """Importing agentforum loads none of its optional sub-packages (CLI, testing toolkit)."""
     code = (
         "import sys, agentforum; "
+        "print(sorted(m for m in sys.modules if m.startswith(('agentforum.cli', "
+        "'agentforum.testing', 'agentforum.llms', 'openai', 'click', 'rich', "
+        "'hypothesis', 'pytest'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_ready_made_agents_need_only_the_core() -> None:
+    """``agentforum.agents`` is core: importing it loads no optional dependency."""
+    code = (
+        "import sys, agentforum.agents; "
         "print(sorted(m for m in sys.modules if m.startswith(('agentforum.cli', "
         "'agentforum.testing', 'agentforum.llms', 'openai', 'click', 'rich', "
         "'hypothesis', 'pytest'))))"

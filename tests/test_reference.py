@@ -21,7 +21,13 @@ ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "docs" / "api.md"
 
 #: The packages whose ``__all__`` is public API.
-PACKAGES = ("agentforum", "agentforum.testing", "agentforum.llms", "agentforum.llms.openai")
+PACKAGES = (
+    "agentforum",
+    "agentforum.agents",
+    "agentforum.testing",
+    "agentforum.llms",
+    "agentforum.llms.openai",
+)
 #: Every public module, and the modules the reference may describe: those packages, the
 #: command line (documented on docs/cli.md) and the pytest plugin (an entry point).
 MODULES = {*PACKAGES, "agentforum.cli", "agentforum.testing.pytest_plugin"}

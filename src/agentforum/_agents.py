@@ -44,9 +44,13 @@ class Agent:
     forum's task group, nested in the task group of the calling agent's call, and returns at
     once. Keyword arguments of a call go to the function and are part of its
     :class:`CallMessage` (JSON values; they reach the function frozen: lists as tuples).
+
+    :meth:`with_kwargs` makes a copy with preset keyword arguments: the same agent of the
+    tree (same alias), whose calls add the presets to their own. Agents compare by
+    identity: each :meth:`with_kwargs` copy is an object of its own.
     """
 
-    __slots__ = ("alias", "cache", "description", "forum", "function")
+    __slots__ = ("alias", "cache", "description", "forum", "function", "kwargs")
 
     def __init__(
         self,
@@ -68,9 +72,34 @@ class Agent:
         #: Whether calls of this agent are answered through the cache (when the forum's
         #: ``cache`` is on too). See ``docs/caching.md``.
         self.cache = cache
+        #: The preset keyword arguments of every call (see :meth:`with_kwargs`), frozen.
+        self.kwargs: FrozenDict = EMPTY
 
     def __repr__(self) -> str:
+        if self.kwargs:
+            presets = ", ".join(f"{key}={value!r}" for key, value in sorted(self.kwargs.items()))
+            return f"<Agent {self.alias!r} with {presets}>"
         return f"<Agent {self.alias!r}>"
+
+    def with_kwargs(self, **kwargs: JSONValue) -> Agent:
+        """Return this agent with preset keyword arguments for every call.
+
+        The copy is the same agent of the tree (same alias, function, forum, description and
+        ``cache``); it is not registered again. A call of the copy is the call with the
+        presets added to its keyword arguments, and a keyword argument given to the call
+        overrides the preset of the same name. The effective keyword arguments are what the
+        agent function receives and what the :class:`CallMessage` records, so
+        ``a.with_kwargs(x=1).ask(q)`` and ``a.ask(q, x=1)`` are the same call: same hash,
+        same cache entry. Presets of presets add up, later ones overriding earlier ones.
+
+        Raises:
+            TypeError: a keyword argument of a type that is not a JSON value.
+            ValueError: a JSON value out of range (a NaN, say), as for :meth:`ask`.
+        """
+        frozen = freeze_mapping(kwargs, "kwargs")
+        preset = Agent(self.forum, self.function, self.alias, self.description, cache=self.cache)
+        preset.kwargs = FrozenDict._trusted({**self.kwargs, **frozen}) if frozen else self.kwargs
+        return preset
 
     def ask(
         self,
@@ -88,7 +117,8 @@ class Agent:
                 iterable of these (flattened in order); ``None`` for no request.
             branch_from: Continue the branch after this message (or hash, or hash prefix).
             blank_history: Start a new tree (the first request becomes a root).
-            kwargs: Keyword arguments for the agent function (JSON values).
+            kwargs: Keyword arguments for the agent function (JSON values), added to the
+                agent's presets (:meth:`with_kwargs`) and overriding them.
 
         Raises:
             ForumNotRunningError: the forum is not running.
@@ -158,6 +188,8 @@ class Agent:
         if branch_from is not None and blank_history:
             raise ValueError("give branch_from or blank_history=True, not both")
         frozen = FrozenDict._trusted(freeze_mapping(kwargs, "kwargs")) if kwargs else EMPTY
+        if self.kwargs:
+            frozen = FrozenDict._trusted({**self.kwargs, **frozen}) if frozen else self.kwargs
         items = [] if content is None else flatten(content, "ask()")
         caller = current_call.get()
         if caller is not None and caller.forum is not forum:

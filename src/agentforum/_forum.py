@@ -127,7 +127,7 @@ class Forum:
         *,
         alias: str | None = None,
         description: str | None = None,
-        cache: bool = True,
+        cache: bool | None = None,
     ) -> Agent: ...
 
     @overload
@@ -138,7 +138,7 @@ class Forum:
         *,
         alias: str | None = None,
         description: str | None = None,
-        cache: bool = True,
+        cache: bool | None = None,
     ) -> Callable[[AgentFunction], Agent]: ...
 
     def agent(
@@ -148,7 +148,7 @@ class Forum:
         *,
         alias: str | None = None,
         description: str | None = None,
-        cache: bool = True,
+        cache: bool | None = None,
     ) -> Agent | Callable[[AgentFunction], Agent]:
         """Make an :class:`Agent` of an agent function; a decorator, bare or with options.
 
@@ -170,7 +170,10 @@ class Forum:
             cache: Answer the agent's calls through the cache when the forum's ``cache`` is
                 on too. Turn it off for an agent whose answers must not be replayed: one
                 that reads the world (a human, a clock, a search) or that must see its
-                requests while they stream.
+                requests while they stream. Default: the function's own ``cache``
+                attribute when it has a ``bool`` one (the agents of
+                :mod:`agentforum.agents` that involve a human set it to ``False``), else
+                ``True``.
 
         Raises:
             TypeError: the function is not an ``async def`` function.
@@ -196,7 +199,11 @@ class Forum:
             if name in self._agents:
                 raise ValueError(f"this forum already has an agent called {name!r}")
             text = description if description is not None else inspect.getdoc(function) or ""
-            agent = Agent(self, function, name, text, cache=cache)
+            cached = cache
+            if cached is None:
+                default = getattr(function, "cache", True)
+                cached = default if isinstance(default, bool) else True
+            agent = Agent(self, function, name, text, cache=cached)
             self._agents[name] = agent
             return agent
 

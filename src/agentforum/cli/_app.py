@@ -27,6 +27,7 @@ from agentforum import (
 )
 
 from . import _bundle, _graph
+from ._chat import run_chat
 from ._database import DEFAULT_DB, Tree, find, load_tree, open_store, short_length
 from ._demo import run_demo
 from ._render import kind, log_entry, show_lines, summary, tree_lines
@@ -446,3 +447,33 @@ def demo(fast: bool, db: str) -> None:
     and demo/second point at the two branches, and the tree is printed at the end.
     """
     run(functools.partial(run_demo, db, stdout(), fast=fast))
+
+
+# -- chat ---------------------------------------------------------------------------------------
+
+
+@cli.command(short_help="Chat with a model in the terminal; resume a past chat.")
+@click.option(
+    "--resume",
+    metavar="REF",
+    help="Go on from the message REF names: a ref (chat/3, chat/latest) or a hash or prefix.",
+)
+@click.option(
+    "--model",
+    metavar="NAME",
+    help="The model to ask (default: $AGENTFORUM_MODEL, else gpt-4o-mini).",
+)
+@db_option
+def chat(resume: str | None, model: str | None, db: str) -> None:
+    """Chat with a language model in the terminal; the conversation is kept in the database.
+
+    The model is the OpenAI-compatible one when OPENAI_API_KEY or OPENAI_BASE_URL is set
+    (OpenAI, or a local server), else a scripted stand-in that works offline. Type `exit`
+    or Ctrl-D to leave; end a line with a backslash to go on to the next.
+
+    Each new conversation gets a ref, chat/1, chat/2, ...; after every turn it and
+    chat/latest point at the conversation's last message. --resume REF prints the
+    conversation that ends at REF and goes on from there, advancing REF when it is a
+    chat/<n> ref (else the chat/<n> ref already at that message, or a new one).
+    """
+    run(functools.partial(run_chat, db, resume, model))

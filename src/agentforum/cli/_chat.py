@@ -1,0 +1,139 @@
+"""``agentforum chat``: a terminal chat with a model, kept in the database, resumable.
+
+A :func:`~agentforum.agents.console_user_agent` and the model take turns in a
+:func:`~agentforum.agents.dialog_loop`. The model is the OpenAI-compatible one when
+``OPENAI_API_KEY`` or ``OPENAI_BASE_URL`` is set, else a scripted stand-in (offline). After
+every turn, the conversation's ref (``chat/<n>``) and ``chat/latest`` point at its last
+message, so that ``agentforum chat --resume REF`` goes on from there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+from typing import TYPE_CHECKING, Final, TextIO
+
+from agentforum import ErrorMessage, Forum, Message
+from agentforum.agents import console_user_agent, dialog_loop
+
+from ._database import find, open_store
+
+if TYPE_CHECKING:
+    from agentforum import AgentFunction, MessageStore
+
+#: The model asked when neither ``--model`` nor ``AGENTFORUM_MODEL`` names one.
+DEFAULT_MODEL: Final = "gpt-4o-mini"
+#: The ref that follows the last conversation of any session.
+LATEST: Final = "chat/latest"
+_NUMBERED: Final = re.compile(r"chat/([0-9]+)")
+USER: Final = "user"
+ASSISTANT: Final = "assistant"
+
+
+def scripted_reply(history: list[Message]) -> str:
+    """The offline model's answer: what it was told, and how much of the chat it sees."""
+    said = [message for message in history if message.sender == USER]
+    return (
+        f"(scripted) You said {history[-1].content!r}. I see {len(history)} messages of "
+        f"this chat, {len(said)} of them yours."
+    )
+
+
+def _model(stack: contextlib.AsyncExitStack, name: str | None) -> tuple[AgentFunction, str, str]:
+    """The assistant's agent function, its model name, and a line that says which it is."""
+    if "OPENAI_API_KEY" in os.environ or "OPENAI_BASE_URL" in os.environ:
+        import openai
+
+        from agentforum.llms.openai import openai_agent
+
+        model = name or os.environ.get("AGENTFORUM_MODEL") or DEFAULT_MODEL
+        # A local server needs no key, but the SDK wants one: any placeholder does.
+        client = openai.AsyncOpenAI(api_key=os.environ.get("OPENAI_API_KEY", "unused"))
+        stack.push_async_callback(client.close)
+        return openai_agent(model=model, client=client), model, f"{model} at {client.base_url}"
+    from agentforum.testing import ScriptedModel
+
+    return (
+        ScriptedModel(scripted_reply),
+        "scripted",
+        "scripted, offline (set OPENAI_API_KEY or OPENAI_BASE_URL for a real model)",
+    )
+
+
+async def _session_ref(store: MessageStore, resume: str | None, start: Message | None) -> str:
+    """The ref the session advances: the one resumed, one already at the start, or a new one."""
+    refs = await store.refs()
+    numbered = sorted(
+        (int(match[1]), name) for name in refs if (match := _NUMBERED.fullmatch(name))
+    )
+    if resume is not None and _NUMBERED.fullmatch(resume) and resume in refs:
+        return resume
+    if start is not None:
+        for _, name in numbered:
+            if refs[name] == start.hash:
+                return name
+    return f"chat/{numbered[-1][0] + 1 if numbered else 1}"
+
+
+async def run_chat(
+    db: str,
+    resume: str | None,
+    model_name: str | None,
+    *,
+    input: TextIO | None = None,
+    output: TextIO | None = None,
+) -> str:
+    """Hold the chat; return the ref of the conversation."""
+    out = output if output is not None else sys.stdout
+
+    def say(line: str) -> None:
+        out.write(line + "\n")
+        out.flush()
+
+    async with contextlib.AsyncExitStack() as stack:
+        store = await stack.enter_async_context(open_store(db, create=True))
+        start = await find(store, resume) if resume is not None else None
+        ref = await _session_ref(store, resume, start)
+        function, model, about = _model(stack, model_name)
+        forum = Forum(store)
+        user = forum.agent(
+            console_user_agent(input=input, output=output, prefix=f"{ASSISTANT} ▸ "), alias=USER
+        )
+        assistant = forum.agent(function, alias=ASSISTANT).with_kwargs(model=model)
+
+        async def advance(message: Message) -> bool:
+            await forum.set_ref(ref, message)
+            await forum.set_ref(LATEST, message)
+            return False  # never stops the dialog: only records where it is
+
+        chat = forum.agent(dialog_loop(user, assistant, stop=advance), alias="chat")
+        say(f"agentforum chat: model {about}")
+        say("Type exit or Ctrl-D to leave; end a line with \\ to go on to the next.")
+        async with forum:
+            if start is None:
+                say(f"A new conversation, {ref}, in {db}.\n")
+                responses = chat.ask()
+            else:
+                past = [m for m in await forum.history(start) if not isinstance(m, ErrorMessage)]
+                say(f"Resuming {ref} at {start.hash[:10]} ({len(past)} messages), in {db}.\n")
+                for message in past[:-1]:
+                    name = "you" if message.sender == USER else message.sender
+                    say(f"{name} ▸ {message.content}")
+                if start.sender == USER:
+                    # The user spoke last: the assistant answers first, then the dialog goes on.
+                    say(f"you ▸ {start.content}")
+                    answer = await assistant.ask(start).last()
+                    await advance(answer)
+                    start = answer
+                responses = chat.ask(start)  # the user is shown the last message and answers
+            await responses.messages()
+            say(f"\nSaved. Resume with: agentforum chat --resume {ref}" + _db_option(db))
+    return ref
+
+
+def _db_option(db: str) -> str:
+    from ._database import DEFAULT_DB
+
+    return "" if db == DEFAULT_DB else f" --db {db}"
