@@ -117,6 +117,37 @@ async def test_the_console_user_prints_tokens_as_they_stream() -> None:
     assert output.getvalue() == "» one two\nyou ▸ exit\n"
 
 
+async def test_in_a_dialog_the_console_user_prints_the_answer_as_it_streams() -> None:
+    """A dialog asks the user with the assistant's answer while it streams."""
+    forum = Forum()
+    first_written = anyio.Event()
+
+    class Output(io.StringIO):
+        def write(self, text: str) -> int:
+            if text == "one ":
+                first_written.set()
+            return super().write(text)
+
+    output = Output()
+    user = forum.agent(console_user_agent(input=io.StringIO("hi\nexit\n"), output=output))
+
+    @forum.agent
+    async def assistant(ctx: InteractionContext) -> None:
+        message = StreamedMessage()
+        ctx.respond(message)
+        async with message:
+            await message.send("one ")
+            await first_written.wait()  # set by the console user's output only
+            await message.send("two")
+
+    chat = forum.agent(dialog_loop(user, assistant), alias="chat")
+    async with forum:
+        with anyio.fail_after(10):
+            answers = await chat.ask().messages()
+    assert [m.content for m in answers] == ["hi", "one two"]
+    assert output.getvalue() == "you ▸ hi\n» one two\nyou ▸ exit\n"
+
+
 async def test_a_failed_request_fails_the_console_user() -> None:
     """A request that ends in an error: the console user's call fails with it."""
     forum = Forum(strict_errors=False)

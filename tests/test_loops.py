@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -187,7 +188,7 @@ async def test_a_dialog_starts_with_the_user_and_ends_when_someone_has_nothing_t
 
 
 async def test_each_turn_waits_for_the_previous_one() -> None:
-    """Back-pressure: an agent is called only once the previous turn's responses are complete."""
+    """Back-pressure: a turn starts once the previous one has responded, never earlier."""
     forum = Forum()
     log: list[str] = []
     a, b = counter(forum, "a", log), counter(forum, "b", log)
@@ -220,6 +221,93 @@ async def test_the_turns_stream_live_through_the_loop() -> None:
                 tokens.append(token)
                 seen["first"].set()
         assert tokens == ["one ", "two"]
+
+
+async def test_a_turn_reads_the_previous_turns_tokens_as_they_stream() -> None:
+    """Without a stop condition, a turn is asked with the previous one's responses live."""
+    forum = Forum()
+    read_first = anyio.Event()
+
+    @forum.agent
+    async def writer(ctx: InteractionContext) -> None:
+        message = StreamedMessage()
+        ctx.respond(message)
+        async with message:
+            await message.send("one ")
+            await read_first.wait()  # only the next turn can set it
+            await message.send("two")
+
+    # Not cached: a cached call knows its key, and starts its agent, once its requests
+    # are complete (docs/caching.md).
+    @forum.agent(cache=False)
+    async def reader(ctx: InteractionContext) -> None:
+        async for request in ctx.request_messages:
+            tokens = []
+            async for token in request:
+                tokens.append(token)
+                read_first.set()
+            ctx.respond("read " + "|".join(tokens))
+
+    loop = forum.agent(agent_loop([writer, reader], max_turns=2))
+    async with forum:
+        with anyio.fail_after(10):
+            responses = await loop.ask("go").messages()
+    assert [m.content for m in responses] == ["one two", "read one |two"]
+
+
+async def test_with_a_stop_condition_a_turn_starts_when_the_previous_one_has_ended() -> None:
+    """stop is asked with a turn's last message: the next turn waits for the whole turn."""
+    forum = Forum()
+    log: list[str] = []
+
+    @forum.agent
+    async def writer(ctx: InteractionContext) -> None:
+        message = StreamedMessage()
+        ctx.respond(message)
+        async with message:
+            await message.send("one ")
+            for _ in range(5):
+                await anyio.lowlevel.checkpoint()
+            log.append("writer ends")
+            await message.send("two")
+
+    @forum.agent
+    async def reader(ctx: InteractionContext) -> None:
+        log.append("reader starts")
+        ctx.respond("read")
+
+    loop = forum.agent(agent_loop([writer, reader], max_turns=2, stop=lambda m: False))
+    async with forum:
+        await loop.ask("go").messages()
+    assert log == ["writer ends", "reader starts"]
+
+
+async def test_a_turn_failing_while_the_next_one_reads_it_fails_the_loop_once() -> None:
+    """The next turn, started on the failing turn's stream, is not a second error."""
+    forum = Forum()  # strict: an error nobody observed would be raised at the exit
+
+    @forum.agent
+    async def flaky(ctx: InteractionContext) -> None:
+        ctx.respond("a start")
+        for _ in range(5):
+            await anyio.lowlevel.checkpoint()
+        raise ValueError("no luck")
+
+    @forum.agent
+    async def echo(ctx: InteractionContext) -> None:
+        async for request in ctx.request_messages:
+            ctx.respond("re: " + (await request).content)
+
+    loop = forum.agent(agent_loop([flaky, echo], max_turns=4))
+    async with forum:
+        with pytest.raises(AgentError) as caught:
+            await loop.ask("go").messages()
+    assert caught.value.message.error_type == "ValueError"
+    assert caught.value.message.sender == "loop"
+    ends = {m.sender: m.error_type for m in await _all(forum) if isinstance(m, ErrorMessage)}
+    # The second turn either failed on its failed request or was cancelled by the loop.
+    assert ends["flaky"] == "ValueError"
+    assert ends["echo"] in {"ValueError", "agentforum.AgentCancelled"}
 
 
 async def test_a_failing_turn_ends_the_loop_with_its_error() -> None:

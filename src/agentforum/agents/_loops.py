@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, TypeAlias
 
+import anyio
+
 from .._agents import Agent
+from .._exceptions import AgentError
 
 if TYPE_CHECKING:
     from .._agents import InteractionContext
@@ -25,8 +29,10 @@ class AgentLoop:
     its ``agents``, asked with the previous turn's responses (the first turn with the
     loop's own requests), so that its call continues the previous turn's branch: the branch
     is the history. The loop responds with every turn's responses, in order, as they
-    stream. A turn starts only when the previous one has ended: the loop never schedules
-    work faster than it is consumed. See ``docs/agents.md``.
+    stream. A turn starts once the previous one has responded, and reads its responses as
+    they stream; with a ``stop`` condition, once the previous one has ended. The loop never
+    schedules work faster than it is consumed: at most two turns run at once. See
+    ``docs/agents.md``.
 
     Attributes:
         agents: The agents, called in this order (and round again, for a loop).
@@ -96,36 +102,74 @@ class AgentLoop:
                 f"the agents of {ctx.agent.alias!r} belong to another forum than the "
                 f"{self.__name__} itself"
             )
+        # Every turn started, in order: they all end before the loop does.
+        turns: list[MessageSequence] = []
+        try:
+            await self._take_turns(ctx, turns)
+            for responses in turns:
+                await responses.messages()  # the last turns may still run, or fail
+        except BaseException:
+            # A turn failed, or the loop was cancelled: the loop ends with that. A turn
+            # started on a failed turn's responses while they streamed is cancelled, or
+            # fails on its requests with the same error: that is seen here, so that it is
+            # not raised again as an error nobody observed.
+            with anyio.CancelScope(shield=True):
+                for responses in turns:
+                    responses.cancel()
+                for responses in turns:
+                    with contextlib.suppress(AgentError):
+                        await responses.messages()
+            raise
+
+    async def _take_turns(self, ctx: InteractionContext, turns: list[MessageSequence]) -> None:
         asked: MessageSequence | None = ctx.request_messages
-        last: Message | None = None
-        turn = 0
+        # The last turn that responded: where a chain goes on after a silent agent.
+        previous: MessageSequence | None = None
         count = len(self.agents)
-        while self.max_turns is None or turn < self.max_turns:
-            if not self.cycle and turn == count:
+        while self.max_turns is None or len(turns) < self.max_turns:
+            if not self.cycle and len(turns) == count:
                 return
-            agent = self.agents[turn % count]
-            turn += 1
+            agent = self.agents[len(turns) % count]
             if asked is not None:
                 # Existing messages continue their own branch: the call is placed after them.
                 responses = agent.ask(asked)
-            elif last is not None:
-                responses = agent.ask(branch_from=last)
+            elif previous is not None:
+                responses = agent.ask(branch_from=await previous.last())
             else:
                 responses = agent.ask()  # after the loop's last request, as any nested call
+            turns.append(responses)
             ctx.respond(responses)  # the consumers see the turn's tokens live
-            messages = await responses.messages()  # back-pressure: one turn at a time
-            if not messages:
+            if self.stop is None:
+                # Back-pressure: the next turn starts once this one has responded, and is
+                # asked with its responses as they stream (so a console shows them live).
+                responded = await _responds(responses)
+            else:
+                # The stop condition is asked with the turn's last message: the next turn
+                # waits for the end of this one.
+                messages = await responses.messages()
+                responded = bool(messages)
+                if responded and await _verdict(self.stop, messages[-1]):
+                    return
+            if not responded:
                 if self.cycle:
                     return  # an agent with nothing to say ends the conversation
                 asked = None  # the next agent of a chain continues from the same point
                 continue
-            asked, last = responses, messages[-1]
-            if self.stop is not None:
-                verdict = self.stop(last)
-                if inspect.isawaitable(verdict):
-                    verdict = await verdict
-                if verdict:
-                    return
+            asked = previous = responses
+
+
+async def _verdict(stop: StopCondition, message: Message) -> bool:
+    verdict = stop(message)
+    if inspect.isawaitable(verdict):
+        verdict = await verdict
+    return bool(verdict)
+
+
+async def _responds(responses: MessageSequence) -> bool:
+    """Wait for the first message of ``responses``: whether there is one."""
+    async for _ in responses:
+        return True
+    return False
 
 
 def agent_chain(agents: Sequence[Agent], *, stop: StopCondition | None = None) -> AgentLoop:

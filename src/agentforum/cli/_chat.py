@@ -15,7 +15,7 @@ import re
 import sys
 from typing import TYPE_CHECKING, Final, TextIO
 
-from agentforum import ErrorMessage, Forum, Message
+from agentforum import ErrorMessage, Forum, ForwardedMessage, Message
 from agentforum.agents import console_user_agent, dialog_loop
 
 from ._database import find, open_store
@@ -103,12 +103,13 @@ async def run_chat(
         )
         assistant = forum.agent(function, alias=ASSISTANT).with_kwargs(model=model)
 
-        async def advance(message: Message) -> bool:
+        async def advance(message: Message) -> None:
             await forum.set_ref(ref, message)
             await forum.set_ref(LATEST, message)
-            return False  # never stops the dialog: only records where it is
 
-        chat = forum.agent(dialog_loop(user, assistant, stop=advance), alias="chat")
+        # No stop condition: each turn starts while the previous one streams, so the
+        # console shows the model's answer token by token.
+        chat = forum.agent(dialog_loop(user, assistant), alias="chat")
         say(f"agentforum chat: model {about}")
         say("Type exit or Ctrl-D to leave; end a line with \\ to go on to the next.")
         async with forum:
@@ -128,7 +129,12 @@ async def run_chat(
                     await advance(answer)
                     start = answer
                 responses = chat.ask(start)  # the user is shown the last message and answers
-            await responses.messages()
+            # The dialog's responses forward each turn's own message: the ref follows those,
+            # the conversation's own branch, as each is complete.
+            async for promise in responses:
+                forward = await promise
+                assert isinstance(forward, ForwardedMessage)
+                await advance(await forum.get(forward.original))
             say(f"\nSaved. Resume with: agentforum chat --resume {ref}" + _db_option(db))
     return ref
 
