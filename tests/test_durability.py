@@ -48,7 +48,10 @@ async def main() -> None:
                 for token in ("re: ", text, "!"):
                     yield token
 
-            ctx.respond(StreamedMessage(tokens()))
+            if sys.argv[3] == "texts":  # queued together: stored by group commit
+                ctx.respond([f"re: {text} ({index})" for index in range(20)])
+            else:
+                ctx.respond(StreamedMessage(tokens()))
 
     async with forum:
         last = None
@@ -63,19 +66,25 @@ anyio.run(main, backend=sys.argv[2])
 """
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize(
+    ("seed", "responses"), [(1, "streamed"), (2, "streamed"), (3, "texts"), (4, "texts")]
+)
 async def test_every_printed_hash_survives_sigkill(
-    tmp_path: pathlib.Path, seed: int, anyio_backend_name: str
+    tmp_path: pathlib.Path, seed: int, responses: str, anyio_backend_name: str
 ) -> None:
-    """After SIGKILL at a random moment the database verifies and holds every printed hash."""
+    """After SIGKILL at a random moment the database verifies and holds every printed hash.
+
+    The responses are streamed messages, each stored on its own, or texts queued together,
+    stored by group commit (several in one transaction).
+    """
     script = tmp_path / "writer.py"
     script.write_text(textwrap.dedent(WRITER))
     path = tmp_path / "chat.db"
-    kill_after = random.Random(seed).randint(5, 60)
+    kill_after = random.Random(seed).randint(5, 200)
     printed: list[str] = []
     with anyio.fail_after(15):
         process = await anyio.open_process(
-            [sys.executable, str(script), str(path), anyio_backend_name]
+            [sys.executable, str(script), str(path), anyio_backend_name, responses]
         )
         async with process:
             assert process.stdout is not None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 import anyio
 import anyio.lowlevel
@@ -324,9 +324,54 @@ class Call:
 
     async def _write_responses(self) -> None:
         alias = self.agent.alias
+        feed = self.response_feed
         # Not closed here when cancelled: the responses still queued may be placed then.
-        async for item, reply_to, metadata in self.response_feed:
+        async for item, reply_to, metadata in feed:
+            if _is_text(item, reply_to) and not isinstance(self._parent, _Unset):
+                # Group commit: the texts queued behind this one are stored with it, in one
+                # store operation (one transaction in SQLite). They stay queued until they
+                # are stored, so that a cancellation still places them.
+                batch = [(item, reply_to, metadata)]
+                for entry in feed.queued():
+                    if len(batch) == GROUP_COMMIT or not _is_text(entry[0], entry[1]):
+                        break
+                    batch.append(entry)
+                if len(batch) > 1:
+                    try:
+                        await self._place_texts(batch, alias)
+                    except Exception:
+                        # One of them cannot be stored (a reply_to not in the store, say):
+                        # placed one by one, the branch ends where it would have anyway.
+                        pass
+                    else:
+                        feed.discard(len(batch) - 1)
+                        continue
             await self._place(item, reply_to, metadata, alias, self.responses)
+
+    async def _place_texts(self, batch: list[Entry], sender: str) -> None:
+        """Place responses that are texts (with no reply_to to wait for) in one store call.
+
+        Each promise resolves once its message is stored, as when they are placed one by
+        one; the messages and their hashes are the same too.
+        """
+        parent = self._parent
+        assert not isinstance(parent, _Unset)
+        messages = []
+        for content, reply_to, metadata in batch:
+            assert isinstance(content, str)
+            message = Message(
+                content=content,
+                sender=sender,
+                metadata=metadata,
+                parent=parent,
+                reply_to=self._reply_default if reply_to is None else cast("str", reply_to),
+            )
+            messages.append(message)
+            parent = message.hash
+        await self.forum.store.put_many(messages)
+        for message in messages:
+            self.responses.append(MessagePromise._of(message))
+        self._parent = parent
 
     # -- caching ------------------------------------------------------------------------------
 
@@ -817,6 +862,15 @@ def _streamed_metadata(
     if incomplete:
         merged["incomplete"] = True
     return FrozenDict(merged)
+
+
+#: The most queued texts a call's writer stores in one store operation (see _write_responses).
+GROUP_COMMIT: Final = 256
+
+
+def _is_text(item: Item, reply_to: str | Message | MessagePromise | None) -> bool:
+    """Whether a queued item is a new message's text whose reply_to needs no waiting."""
+    return isinstance(item, str) and (reply_to is None or isinstance(reply_to, str))
 
 
 def _ready(reply_to: str | Message | MessagePromise | None) -> bool:

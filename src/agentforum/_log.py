@@ -117,6 +117,15 @@ class Feed(Generic[T]):
             raise anyio.EndOfStream
         raise anyio.WouldBlock
 
+    def queued(self) -> deque[T]:
+        """The items queued now, in order, to look at: :meth:`discard` takes them off."""
+        return self._items
+
+    def discard(self, count: int) -> None:
+        """Take the first ``count`` queued items off the feed (they were handled)."""
+        for _ in range(count):
+            self._items.popleft()
+
     def __aiter__(self) -> Feed[T]:
         return self
 
