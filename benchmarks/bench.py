@@ -221,9 +221,15 @@ class Runner:
     """Runs cases in fresh processes, each once (rows that share a case share its result)."""
 
     def __init__(
-        self, repeat: int, peers: dict[str, str], verbose: bool, in_process: bool = False
+        self,
+        repeat: int,
+        peers: dict[str, str],
+        verbose: bool,
+        in_process: bool = False,
+        peer_repeat: int | None = None,
     ) -> None:
         self.repeat = repeat
+        self.peer_repeat = peer_repeat or repeat
         self.in_process = in_process
         self.peers = peers
         self.verbose = verbose
@@ -252,7 +258,7 @@ class Runner:
             "--params",
             json.dumps(params),
             "--repeat",
-            str(self.repeat),
+            str(self.repeat if script == "workloads.py" else self.peer_repeat),
         ]
         start = time.perf_counter()
         process = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -586,6 +592,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--repeat", type=int, help="timed runs per case (default 5; --quick: 2)")
     parser.add_argument(
+        "--peer-repeat", type=int, help="timed runs per peer case (default 3; --quick: 2)"
+    )
+    parser.add_argument(
         "--only",
         action="append",
         help="workloads to run: W1..W6, MEM (repeatable, or comma-separated)",
@@ -637,7 +646,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     backends = tuple(args.backend or BACKENDS)
 
     rows = plan(sizes, only, backends)
-    runner = Runner(repeat, peers, verbose=not args.quiet, in_process=args.in_process)
+    peer_repeat = args.peer_repeat or min(repeat, 3)
+    runner = Runner(
+        repeat, peers, verbose=not args.quiet, in_process=args.in_process, peer_repeat=peer_repeat
+    )
     start = time.perf_counter()
     for row in rows:
         runner.fill(row)
@@ -655,7 +667,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     where = "the same process" if args.in_process else "a fresh process"
     print(
-        f"{'quick' if args.quick else 'full'} run, median of {repeat} runs per case, each case in "
+        f"{'quick' if args.quick else 'full'} run, median of {repeat} runs per case "
+        f"({peer_repeat} for the peers), each case in "
         f"{where}; {info['cpus']} CPUs ({info['cpu']}), {info['platform']}, Python "
         f"{info['python']}; peers: "
         + (
@@ -689,6 +702,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": info,
         "peers": peer_versions,
         "repeat": repeat,
+        "peer_repeat": peer_repeat,
         "sizes": sizes,
         "seconds": elapsed,
         "rows": [

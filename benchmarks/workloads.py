@@ -480,6 +480,9 @@ def forum_rows(n: int, directory: str) -> tuple[str, list[tuple[object, ...]]]:
     return schema, rows
 
 
+_ROWS: dict[int, tuple[str, list[tuple[object, ...]]]] = {}
+
+
 def w6_floor(backend: str, params: dict[str, Any]) -> Run:
     """The same rows (W6's forum branch: hash, kind, sender, parent, reply_to, original and the
     canonical encoding) inserted with plain sqlite3 into a new database of the same schema, in
@@ -487,8 +490,11 @@ def w6_floor(backend: str, params: dict[str, Any]) -> Run:
     ``"commit": "each"`` is one transaction per row (the durability promise's granularity),
     ``"commit": "once"`` is one ``executemany`` in one transaction. Synchronous, in this thread."""
     n, commit = params["n"], params["commit"]
+    if n not in _ROWS:  # written once per process, not once per timed run
+        with tempfile.TemporaryDirectory() as directory:
+            _ROWS[n] = forum_rows(n, directory)
+    schema, rows = _ROWS[n]
     with tempfile.TemporaryDirectory() as directory:
-        schema, rows = forum_rows(n, directory)
         path = os.path.join(directory, "floor.db")
         connection = sqlite3.connect(path, isolation_level=None)
         try:
