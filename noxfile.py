@@ -166,6 +166,34 @@ def docs(session: nox.Session) -> None:
     session.log(f"The site is in {DOCS_OUTPUT}; its internal links are sound.")
 
 
+#: The peers of the benchmarks (issue 8), each installed in a virtual environment of its own
+#: (the original agentforum shares our import name): name -> requirement.
+BENCH_PEERS = {"agentforum 0.0.10": "agentforum==0.0.10", "miniagents": "miniagents"}
+#: Their interpreter: they support it, and so does every version this package does.
+BENCH_PEER_PYTHON = "3.12"
+
+
+@nox.session(python=DOCS_PYTHON, default=False)
+def bench(session: nox.Session) -> None:
+    """Run the benchmarks against the floors and the peers: ``benchmarks/bench.py``.
+
+    Not a default session (it takes minutes). Arguments after ``--`` go to the harness:
+    ``--quick`` (small sizes), ``--repeat R``, ``--only W1,W3``, ``--markdown``, ``--json
+    PATH``, ``--profile-missed TOP``. The peers are installed into virtual environments of
+    their own under ``.nox/bench-peers/`` (created once, then reused).
+    """
+    session.install(".", "trio>=0.26")
+    peers = []
+    for name, requirement in BENCH_PEERS.items():
+        location = ROOT / ".nox" / "bench-peers" / requirement.split("=")[0]
+        python = location / "bin" / "python"
+        if not python.exists():
+            session.run(f"python{BENCH_PEER_PYTHON}", "-m", "venv", str(location), external=True)
+            session.run(str(python), "-m", "pip", "install", "--quiet", requirement, external=True)
+        peers.extend(["--peer", f"{name}={python}"])
+    session.run("python", "benchmarks/bench.py", *peers, *session.posargs)
+
+
 class _Page(HTMLParser):
     """The anchors (``id`` and ``<a name>``) and the links (``href``, ``src``) of a page."""
 

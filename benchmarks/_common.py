@@ -1,0 +1,175 @@
+"""What every benchmark child process shares: the command line, the clock and the memory probes.
+
+Standard library only: the peer runners import this module too, from their own virtual
+environments, where agentforum (this one) is not installed.
+
+A child runs one *case* (a workload, with its parameters, on one backend) ``--repeat`` times in
+one process and prints one JSON object on its last line of standard output::
+
+    {"times": [seconds, ...], "units": work done per run, "peak_rss_kib": ...,
+     "base_rss_kib": ..., "extra": {...}}
+
+``units`` is what the throughput counts (tokens delivered, calls, messages); the harness
+divides it by the median of ``times``. Peak RSS is the ``VmHWM`` of ``/proc/self/status``:
+the high-water mark of this process's own address space, which ``exec`` starts afresh (unlike
+``ru_maxrss``, which a child inherits from the process that forked it). ``base_rss_kib`` is
+the RSS (``VmRSS``) after the imports, before the first run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import io
+import json
+import pstats
+import re
+import resource
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+#: What one timed run of a case returns: seconds, units of work done, extra figures.
+Run = tuple[float, int, dict[str, Any]]
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def peak_rss_kib() -> int:
+    """The peak resident set size of this process's address space, in KiB."""
+    peak = _status_kib("VmHWM")
+    if peak is None:  # not Linux: ru_maxrss (KiB on Linux and BSD, bytes on macOS)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        if sys.platform == "darwin":
+            peak //= 1024
+    return peak
+
+
+def rss_kib() -> int:
+    """The resident set size of this process now, in KiB (the peak where it is unknown)."""
+    current = _status_kib("VmRSS")
+    return peak_rss_kib() if current is None else current
+
+
+class Clock:
+    """Times one run: ``with clock: ...``; ``gc.collect()`` first, so no run pays for another's
+    garbage (the cyclic collector stays on during the run, as in a program)."""
+
+    __slots__ = ("_start", "seconds")
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._start = 0.0
+
+    def __enter__(self) -> Clock:
+        gc.collect()
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.seconds = time.perf_counter() - self._start
+
+
+def profile(
+    case: Callable[[str, dict[str, Any]], Run], backend: str, params: dict[str, Any], top: int
+) -> None:
+    """Run ``case`` once under cProfile; print its ``top`` functions by cumulative time and by
+    own time, with the paths shortened to the package. A first, unprofiled run imports what the
+    case needs (the backend's modules), so that the profile shows the workload."""
+    case(backend, params)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    case(backend, params)
+    profiler.disable()
+    # By cumulative time, the package's own functions (the event loop's frames would fill the
+    # list otherwise); by own time, every function.
+    for order, restriction in (("cumulative", _PACKAGE), ("tottime", "")):
+        output = io.StringIO()
+        stats = pstats.Stats(profiler, stream=output)
+        stats.sort_stats(order).print_stats(restriction, top)
+        lines = output.getvalue().splitlines()
+        start = next(index for index, line in enumerate(lines) if "ncalls" in line)
+        print(f"-- top {top} by {order} time{' (package functions)' if restriction else ''} --")
+        for line in lines[start:]:
+            if line.strip():
+                print(re.sub(r"\S*/(site-packages|src|lib/python3\.\d+)/", "", line))
+
+
+#: The regular expression of the package's files in profiles (ours and the peers').
+_PACKAGE = r"agentforum/|miniagents/"
+
+
+#: A runner's exit status for a case it cannot express; its standard error says why.
+NOT_APPLICABLE = 3
+
+
+def not_applicable(reason: str) -> None:
+    """Exit with :data:`NOT_APPLICABLE`, giving ``reason`` (the harness shows "n/a")."""
+    print(reason, file=sys.stderr)
+    sys.exit(NOT_APPLICABLE)
+
+
+def run_case(
+    case: Callable[[str, dict[str, Any]], Run], backend: str, params: dict[str, Any], repeat: int
+) -> dict[str, Any]:
+    """Run ``case`` ``repeat`` times; its result, as the JSON object described above."""
+    base = rss_kib()
+    times: list[float] = []
+    units = 0
+    extra: dict[str, Any] = {}
+    for _ in range(repeat):
+        seconds, units, extra = case(backend, params)
+        times.append(seconds)
+    return {
+        "times": times,
+        "units": units,
+        "peak_rss_kib": peak_rss_kib(),
+        "base_rss_kib": base,
+        "extra": extra,
+        "python": sys.version.split()[0],
+    }
+
+
+def child_main(
+    cases: Mapping[str, Callable[[str, dict[str, Any]], Run]],
+    unsupported: Mapping[str, str] | None = None,
+) -> None:
+    """Run the case named on the command line and print its JSON result (see the module doc).
+
+    A case is a function ``(backend, params) -> (seconds, units, extra)``: one timed run.
+    ``unsupported`` names the cases a runner cannot express, and why.
+    """
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--case", required=True, choices=sorted({*cases, *(unsupported or {})}))
+    parser.add_argument("--backend", required=True, choices=("asyncio", "trio"))
+    parser.add_argument("--params", default="{}", help="the case's parameters, as JSON")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--profile",
+        type=int,
+        metavar="TOP",
+        help="run once under cProfile; print the TOP functions",
+    )
+    args = parser.parse_args()
+    if args.case not in cases:
+        not_applicable((unsupported or {})[args.case])
+    case = cases[args.case]
+    params = json.loads(args.params)
+    if args.profile:
+        profile(case, args.backend, params, args.profile)
+        return
+    result = run_case(case, args.backend, params, args.repeat)
+    print(json.dumps(result))

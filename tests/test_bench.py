@@ -1,0 +1,108 @@
+"""The benchmark harness (benchmarks/bench.py) runs every workload, and reports them soundly.
+
+No timing is asserted: only that each workload of agentforum and of its floors runs, on asyncio
+and on Trio, checks its own result, and that the harness turns the results into its table,
+its target checks and its JSON file. The peers are not installed here.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+TINY = {
+    "W1": {"n": 100},
+    "W2": {"n": 50, "consumers": [2, 3]},
+    "W3": {"calls": 5},
+    "W4": {"n": 20},
+    "W5": {"sizes": [4, 8, 16]},
+    "W6": {"n": 5},
+    "MEM": {"n": 20},
+}
+
+
+@pytest.fixture
+def bench(monkeypatch: pytest.MonkeyPatch) -> object:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench
+
+    return bench
+
+
+def test_harness_runs_every_workload_of_ours_and_the_floors(
+    bench: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "results.json"
+    bench.main(  # type: ignore[attr-defined]
+        [
+            "--in-process",
+            "--quiet",
+            "--repeat",
+            "1",
+            "--sizes",
+            json.dumps(TINY),
+            "--json",
+            str(output),
+            "--markdown",
+        ]
+    )
+    printed = capsys.readouterr().out
+    results = json.loads(output.read_text(encoding="utf-8"))
+    assert results == json.loads(json.dumps(results))  # plain JSON
+    rows = results["rows"]
+    # Every workload, on both backends, with a figure for agentforum.
+    seen = {(row["workload"], row["backend"]) for row in rows}
+    assert seen == {(w, b) for w in TINY for b in ("asyncio", "trio")}
+    for row in rows:
+        assert row["figures"]["ours"] > 0, row
+        ours = row["results"]["ours"]
+        assert len(ours["times"]) == 1
+        assert ours["peak_rss_kib"] >= ours["base_rss_kib"] > 0
+        if row["results"].get("floor") is not None:
+            assert row["figures"]["floor"] > 0, row
+        for peer in ("agentforum 0.0.10", "miniagents"):
+            assert row["results"][peer] in ("not installed", "n/a")
+    streamed = [r["results"]["ours"]["units"] for r in rows if r["workload"] == "W1"]
+    assert set(streamed) == {100}
+    delivered = [r["results"]["ours"]["units"] for r in rows if r["workload"] == "W2"]
+    assert sorted(set(delivered)) == [100, 150]  # n tokens to each of C consumers
+    # The target checks: every issue 8 target that needs no peer is evaluated.
+    names = {(check["name"].split(":")[0], check["backend"]) for check in results["checks"]}
+    for backend in ("asyncio", "trio"):
+        assert ("W1 D=50 / D=1 throughput", backend) in names
+        assert ("W5 16 / 4 time", backend) in names
+    for check in results["checks"]:
+        assert check["met"] in (True, False, None)
+        assert (check["met"] is None) == (check["value"] is None)
+    # 3 depths x 2 backends, in the table of figures and in that of peak RSS.
+    assert printed.count("| W1 nested streaming") == 12
+    assert "targets:" in printed
+
+
+def test_a_case_runs_in_a_child_process_and_prints_its_result() -> None:
+    process = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "workloads.py"),
+            "--case",
+            "W1.floor",
+            "--backend",
+            "trio",
+            "--params",
+            '{"n": 100}',
+            "--repeat",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(process.stdout.splitlines()[-1])
+    assert result["units"] == 100
+    assert len(result["times"]) == 2
+    assert result["peak_rss_kib"] >= result["base_rss_kib"] > 0
