@@ -39,7 +39,11 @@ def _fixup_module_metadata() -> None:
 
     for name in __all__:
         value = globals()[name]
-        if isinstance(value, (type, types.FunctionType)):
+        # Classes and functions only (on Python 3.10, a type alias such as StopCondition
+        # passes for a type, and its __module__ is read-only).
+        if isinstance(value, (type, types.FunctionType)) and value.__module__.startswith(
+            "agentforum."
+        ):
             value.__module__ = __name__
 
 
