@@ -29,6 +29,8 @@ nox.options.default_venv_backend = "uv|venv"
 ROOT = Path(__file__).parent
 PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+# The interpreter whose test session measures coverage (the others only run the tests).
+COVERAGE_PYTHON = "3.12"
 # Sphinx needs a recent Python; the site is built once, with this one.
 DOCS_PYTHON = "3.12"
 DOCS_OUTPUT = ROOT / "docs" / "_build" / "html"
@@ -82,32 +84,30 @@ _activate_pyenv_versions()
 
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """Run the test suite (asyncio and Trio) under coverage, lines and branches.
+    """Run the test suite (asyncio and Trio); on COVERAGE_PYTHON, under coverage.
 
-    The coverage report ends the session; it fails below ``fail_under`` in pyproject.toml,
-    except when pytest arguments are given (a subset of the tests covers less).
+    On COVERAGE_PYTHON the coverage report, lines and branches, ends the session; it fails
+    below ``fail_under`` in pyproject.toml, except when pytest arguments are given (a subset
+    of the tests covers less). The other interpreters run the same tests without coverage,
+    which would double their time: CI has ten minutes for every session.
     """
     # The cli extra (click, rich): tests/test_cli.py runs the command line; the openai
     # extra: tests/test_llms_openai.py drives the real SDK against a loopback server.
     session.install(".[cli,openai]", *nox.project.dependency_groups(PYPROJECT, "test"))
+    # pytest-xdist spreads the tests over every core (CI has two). --dist worksteal: an
+    # idle worker takes tests queued for the other, so a few long tests (10,000 concurrent
+    # calls) do not leave one core waiting at the end.
+    pytest = ["pytest", "--numprocesses=auto", "--dist=worksteal", *session.posargs]
+    if session.python != COVERAGE_PYTHON:
+        session.run(*pytest)
+        return
     # One data file per session, so sessions on different interpreters never mix.
     session.env["COVERAGE_FILE"] = os.path.join(session.virtualenv.location, ".coverage")
     session.run("coverage", "erase")
     # coverage starts before pytest, so it sees the package imported by our pytest11 plugin;
-    # pytest-xdist spreads the tests over every core (CI has two), and coverage follows the
-    # workers and every other Python subprocess ([tool.coverage.run] patch). coverage exits
-    # with pytest's status: a failure, or no test at all (5), fails the session.
-    # --dist worksteal: an idle worker takes tests queued for the other, so a few long tests
-    # (10,000 concurrent calls) do not leave one core waiting at the end.
-    session.run(
-        "coverage",
-        "run",
-        "-m",
-        "pytest",
-        "--numprocesses=auto",
-        "--dist=worksteal",
-        *session.posargs,
-    )
+    # it follows the xdist workers and every other Python subprocess ([tool.coverage.run]
+    # patch), and exits with pytest's status: a failure, or no test at all (5), fails it.
+    session.run("coverage", "run", "-m", *pytest)
     session.run("coverage", "combine", "--quiet")
     session.run("coverage", "report", *(["--fail-under=0"] if session.posargs else []))
 
