@@ -20,7 +20,7 @@ from fractions import Fraction
 from typing import Any
 
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from agentforum import (
@@ -32,6 +32,7 @@ from agentforum import (
     decode_message,
     encode_message,
 )
+from agentforum._hashing import LONG_CONTENT
 
 VECTORS_DIR = pathlib.Path(__file__).parent / "vectors"
 VECTOR_PATHS = sorted(VECTORS_DIR.glob("*.json"))
@@ -434,6 +435,22 @@ def different(name: str, old: Any, candidate: Any) -> Any:
 # -------------------------------------------------------------------------------------------
 # Properties.
 # -------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=60)
+@given(kinds_and_fields(), st.text(min_size=1, max_size=8))
+def test_long_contents_are_encoded_as_the_spec_says(
+    case: tuple[str, dict[str, Any]], unit: str
+) -> None:
+    """For arbitrary messages with a long content (encoded once and then reused for the
+    messages that share the content object, such as forwards), the spec's bytes."""
+    kind, fields = case
+    assume("content" in fields)
+    content = unit * (LONG_CONTENT // len(unit) + 1)
+    first = dict(fields, content=content)
+    second = dict(fields, content=content, sender=fields["sender"] + "x")
+    for version in (first, second, first):
+        assert encode_message(build(kind, version)) == spec_encoding(kind, version)
 
 
 @settings(max_examples=150)

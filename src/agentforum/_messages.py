@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Final
 
 import attrs
 
-from ._hashing import FORMAT, canonical_json, sha256_hex
+from ._hashing import FORMAT, canonical_hash, canonical_json, sha256_hex
 from ._json import EMPTY, FrozenDict, JSONValue, check_text, freeze_mapping
 
 _HASH_RE: Final = re.compile(r"[0-9a-f]{64}")
@@ -98,7 +98,7 @@ class Message:
     @functools.cached_property
     def hash(self) -> str:
         """The sha256 of the canonical encoding, as 64 lowercase hex characters."""
-        return sha256_hex(encode_message(self))
+        return canonical_hash(self._document())
 
     def _document(self) -> dict[str, object]:
         return {
