@@ -79,7 +79,10 @@ async def test_queued_texts_are_stored_in_a_few_writes_with_the_hashes_of_one_by
 async def test_group_commit_into_sqlite_keeps_every_text(tmp_path: pathlib.Path) -> None:
     texts = [f"text {index}" for index in range(300)]
     store = SQLiteStore(tmp_path / "texts.db")
-    responses, _ = await ask_texts(Forum(store), texts)
+    try:
+        responses, _ = await ask_texts(Forum(store), texts)
+    finally:
+        await store.aclose()
     assert [m.content for m in responses] == texts
     reopened = SQLiteStore(tmp_path / "texts.db", create=False)
     try:

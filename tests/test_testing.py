@@ -127,6 +127,21 @@ def test_conversations_are_trees_in_parent_first_order(tree: list[Message]) -> N
         seen[message.hash] = message
 
 
+def reach(strategy: Any, condition: Callable[[Any], bool]) -> Any:
+    """An example of ``strategy`` for which ``condition`` holds, as drawn: not shrunk.
+
+    ``hypothesis.find`` shrinks what it finds to a minimal example, which for trees of
+    messages took up to 25 seconds: these tests only need to know that one exists.
+    """
+    return hypothesis.find(
+        strategy,
+        condition,
+        settings=hypothesis.settings(
+            phases=[hypothesis.Phase.generate], max_examples=2000, database=None
+        ),
+    )
+
+
 @pytest.mark.parametrize(
     ("shape", "holds"),
     [
@@ -146,12 +161,12 @@ def test_conversations_reach_every_shape(
     shape: str, holds: Callable[[list[Message]], bool]
 ) -> None:
     """conversations() draws trees with each feature the forum writes."""
-    hypothesis.find(conversations(), holds)
+    reach(conversations(), holds)
 
 
 def test_conversations_respect_kinds_and_sizes() -> None:
     """kinds and sizes are honoured, and the sizes are exact even when drawings repeat."""
-    hypothesis.find(
+    reach(
         conversations(kinds=[Message], min_size=5, max_size=5),
         lambda tree: len(tree) == 5 and all(type(m) is Message for m in tree),
     )
