@@ -89,18 +89,25 @@ async def test_exit_only_ends_as_a_whole_first_line() -> None:
     assert output.getvalue() == ("you ▸ ..... » You said 'exit\\nnow' (1 messages so far).\nyou ▸ ")
 
 
+class SignallingOutput(io.StringIO):
+    """A text output that sets ``event`` when ``text`` is written to it."""
+
+    def __init__(self, text: str, event: anyio.Event) -> None:
+        super().__init__()
+        self._text = text
+        self._event = event
+
+    def write(self, text: str) -> int:
+        if text == self._text:
+            self._event.set()
+        return super().write(text)
+
+
 async def test_the_console_user_prints_tokens_as_they_stream() -> None:
     """The first token is written before the assistant produces the second one."""
     forum = Forum()
     first_written = anyio.Event()
-
-    class Output(io.StringIO):
-        def write(self, text: str) -> int:
-            if text == "one ":
-                first_written.set()
-            return super().write(text)
-
-    output = Output()
+    output = SignallingOutput("one ", first_written)
     user = forum.agent(console_user_agent(input=io.StringIO("exit\n"), output=output))
 
     @forum.agent
@@ -121,14 +128,7 @@ async def test_in_a_dialog_the_console_user_prints_the_answer_as_it_streams() ->
     """A dialog asks the user with the assistant's answer while it streams."""
     forum = Forum()
     first_written = anyio.Event()
-
-    class Output(io.StringIO):
-        def write(self, text: str) -> int:
-            if text == "one ":
-                first_written.set()
-            return super().write(text)
-
-    output = Output()
+    output = SignallingOutput("one ", first_written)
     user = forum.agent(console_user_agent(input=io.StringIO("hi\nexit\n"), output=output))
 
     @forum.agent

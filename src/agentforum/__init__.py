@@ -25,6 +25,7 @@ from ._messages import encode_message as encode_message
 from ._promises import MessagePromise as MessagePromise
 from ._promises import MessageSequence as MessageSequence
 from ._promises import StreamedMessage as StreamedMessage
+from ._public import claim
 from ._stores._memory import MemoryStore as MemoryStore
 from ._stores._protocol import IntegrityProblem as IntegrityProblem
 from ._stores._protocol import MessageStore as MessageStore
@@ -63,19 +64,5 @@ __all__ = (
 )
 
 
-def _fixup_module_metadata() -> None:
-    # Public names say ``agentforum.X`` in reprs, tracebacks and docs, as trio and httpx do.
-    import types
-
-    for name in __all__:
-        value = globals()[name]
-        # Classes and functions only: the type aliases (JSONValue, AgentFunction) belong to
-        # typing and collections.abc and keep their own module.
-        if isinstance(value, (type, types.FunctionType)) and value.__module__.startswith(
-            "agentforum."
-        ):
-            value.__module__ = __name__
-
-
-_fixup_module_metadata()
-del _fixup_module_metadata
+claim(globals(), __all__)
+del claim

@@ -12,6 +12,7 @@ examples: ``docs/agents.md``. This package needs nothing but the core.
 
 from __future__ import annotations
 
+from .._public import claim
 from ._human import ConsoleUser as ConsoleUser
 from ._human import UserProxy as UserProxy
 from ._human import console_user_agent as console_user_agent
@@ -33,19 +34,5 @@ __all__ = (
 )
 
 
-def _fixup_module_metadata() -> None:
-    # Reprs, tracebacks and docs say agentforum.agents.X, not the private module.
-    import types
-
-    for name in __all__:
-        value = globals()[name]
-        # Classes and functions only (on Python 3.10, a type alias such as StopCondition
-        # passes for a type, and its __module__ is read-only).
-        if isinstance(value, (type, types.FunctionType)) and value.__module__.startswith(
-            "agentforum."
-        ):
-            value.__module__ = __name__
-
-
-_fixup_module_metadata()
-del _fixup_module_metadata
+claim(globals(), __all__)
+del claim

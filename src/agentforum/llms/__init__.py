@@ -9,6 +9,7 @@ Chat Completions API. This package itself needs nothing beyond agentforum: the e
 from __future__ import annotations
 
 from .._exceptions import AgentForumError
+from .._public import claim
 from ._tools import Tool as Tool
 from ._tools import tool as tool
 
@@ -62,11 +63,5 @@ __all__ = [
 ]
 
 
-def _fixup_module_metadata() -> None:
-    # The tools say ``agentforum.llms.Tool`` in reprs and docs, as the errors above do.
-    for value in (Tool, tool):
-        value.__module__ = __name__
-
-
-_fixup_module_metadata()
-del _fixup_module_metadata
+claim(globals(), __all__)
+del claim
