@@ -8,8 +8,10 @@ import sys
 from typing import TYPE_CHECKING
 
 import anyio
+import pytest
 
 from agentforum import SQLiteStore
+from llm_server import Stream, chat_server
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -124,3 +126,39 @@ def test_resuming_what_does_not_exist_is_a_one_line_error(tmp_path: Path) -> Non
     assert result.returncode == 1
     assert result.stderr.startswith("agentforum: error: ")
     assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.anyio
+async def test_a_chat_with_a_model_server_streams_its_answers(tmp_path: Path) -> None:
+    """With OPENAI_BASE_URL set, the chat asks that server (the real SDK, on loopback) with
+    the whole conversation and the chosen model, and prints the streamed answers."""
+    db = tmp_path / "chat.db"
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "AGENTFORUM_MODEL")}
+    async with chat_server() as server:
+        server.reply(Stream(["Bonjour", " !"]), Stream(["Au", " revoir"]))
+        env["OPENAI_BASE_URL"] = server.base_url
+        with anyio.fail_after(60):
+            result = await anyio.run_process(
+                [sys.executable, "-m", "agentforum", "chat", "--db", str(db), "--model", "m1"],
+                input=b"Hello\nBye\nexit\n",
+                env=env,
+                check=False,
+            )
+        bodies = server.bodies
+    out = result.stdout.decode()
+    assert result.returncode == 0, result.stderr.decode()
+    assert "agentforum chat: model m1 at " in out
+    assert "you ▸ Hello\nassistant ▸ Bonjour !\nyou ▸ Bye\nassistant ▸ Au revoir\n" in out
+    assert [body["model"] for body in bodies] == ["m1", "m1"]
+    assert [(m["role"], m["content"]) for m in bodies[1]["messages"]] == [
+        ("user", "Hello"),
+        ("assistant", "Bonjour !"),
+        ("user", "Bye"),
+    ]
+    store = SQLiteStore(db, create=False)
+    try:
+        key = await store.get_ref("chat/1")
+        assert key is not None
+        assert (await store.get(key)).content == "Au revoir"
+    finally:
+        await store.aclose()
