@@ -28,6 +28,7 @@ import re
 import resource
 import sys
 import time
+import tracemalloc
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -81,6 +82,37 @@ class Clock:
 
     def __exit__(self, *exc_info: object) -> None:
         self.seconds = time.perf_counter() - self._start
+
+
+def held_memory(run: Callable[[], object], holder: list[Any], n: int) -> Run:
+    """Bytes per message that ``run`` leaves held in ``holder``, for ``n`` messages.
+
+    ``run`` builds the messages and appends what holds them to ``holder``. It runs twice: once
+    timed, for the growth of the RSS, and once under tracemalloc (what Python allocated and
+    still holds), apart, since tracing's own records would swell the RSS.
+    """
+    rss_before = rss_kib()
+    with Clock() as clock:
+        run()
+    rss_after = rss_kib()
+    holder.clear()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        run()
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    holder.clear()
+    return (
+        clock.seconds,
+        n,
+        {
+            "bytes_per_message": (after - before) / n,
+            "rss_bytes_per_message": (rss_after - rss_before) * 1024 / n,
+        },
+    )
 
 
 def profile(

@@ -15,10 +15,9 @@ models hashed by ``hash_key`` and chained by ``prev_msg_hash_key``. It runs on a
 from __future__ import annotations
 
 import asyncio
-import tracemalloc
 from typing import Any
 
-from _common import Clock, child_main, not_applicable, rss_kib
+from _common import Clock, child_main, held_memory, not_applicable
 
 from agentforum.forum import Forum
 from agentforum.models import ContentChunk, Message
@@ -194,27 +193,7 @@ def mem(backend: str, params: dict[str, Any]) -> tuple[float, int, dict[str, Any
         holder.append(trees)
         return n
 
-    rss_before = rss_kib()
-    with Clock() as clock:
-        asyncio.run(run())
-    rss_after = rss_kib()
-    holder.clear()
-    tracemalloc.start()
-    try:
-        before, _ = tracemalloc.get_traced_memory()
-        asyncio.run(run())
-        after, _ = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    holder.clear()
-    return (
-        clock.seconds,
-        n,
-        {
-            "bytes_per_message": (after - before) / n,
-            "rss_bytes_per_message": (rss_after - rss_before) * 1024 / n,
-        },
-    )
+    return held_memory(lambda: asyncio.run(run()), holder, n)
 
 
 if __name__ == "__main__":

@@ -12,18 +12,16 @@ floor's), so a fast wrong answer fails instead of winning.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import math
 import os
 import sqlite3
 import tempfile
-import tracemalloc
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from _common import Clock, child_main, rss_kib
+from _common import Clock, child_main, held_memory
 from anyio.lowlevel import checkpoint
 
 from agentforum import (
@@ -538,27 +536,7 @@ def mem_ours(backend: str, params: dict[str, Any]) -> Run:
         holder.append(store)
         return n
 
-    rss_before = rss_kib()
-    seconds, count = timed_run(backend, run)
-    rss_after = rss_kib()
-    holder.clear()
-    gc.collect()
-    tracemalloc.start()  # a second, traced run: tracing's own records would swell the RSS
-    try:
-        before, _ = tracemalloc.get_traced_memory()
-        anyio.run(run, backend=backend)
-        after, _ = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    holder.clear()
-    return (
-        seconds,
-        count,
-        {
-            "bytes_per_message": (after - before) / n,
-            "rss_bytes_per_message": (rss_after - rss_before) * 1024 / n,
-        },
-    )
+    return held_memory(lambda: anyio.run(run, backend=backend), holder, n)
 
 
 CASES = {
