@@ -243,8 +243,7 @@ class Call:
         except Exception as exc:
             agent_scope.cancel()
             # The agent function closes the response feed when it ends.
-            async for _ in self.response_feed:
-                pass
+            await self.response_feed.wait_closed()
             cause: Exception | None = exc
         else:
             # The response feed is closed: the agent function has ended.
@@ -336,23 +335,18 @@ class Call:
                     if len(batch) == GROUP_COMMIT or not _is_text(entry[0], entry[1]):
                         break
                     batch.append(entry)
-                if len(batch) > 1:
-                    try:
-                        await self._place_texts(batch, alias)
-                    except Exception:
-                        # One of them cannot be stored (a reply_to not in the store, say):
-                        # placed one by one, the branch ends where it would have anyway.
-                        pass
-                    else:
-                        feed.discard(len(batch) - 1)
-                        continue
+                if len(batch) > 1 and await self._place_texts(batch, alias):
+                    feed.discard(len(batch) - 1)
+                    continue
             await self._place(item, reply_to, metadata, alias, self.responses)
 
-    async def _place_texts(self, batch: list[Entry], sender: str) -> None:
+    async def _place_texts(self, batch: list[Entry], sender: str) -> bool:
         """Place responses that are texts (with no reply_to to wait for) in one store call.
 
         Each promise resolves once its message is stored, as when they are placed one by
-        one; the messages and their hashes are the same too.
+        one; the messages and their hashes are the same too. Returns ``False``, placing
+        none, if the store refuses the group (a reply_to not in the store, say): placed one
+        by one, the branch then ends where it would have anyway.
         """
         parent = self._parent
         assert not isinstance(parent, _Unset)
@@ -368,10 +362,14 @@ class Call:
             )
             messages.append(message)
             parent = message.hash
-        await self.forum.store.put_many(messages)
+        try:
+            await self.forum.store.put_many(messages)
+        except Exception:
+            return False
         for message in messages:
             self.responses.append(MessagePromise._of(message))
         self._parent = parent
+        return True
 
     # -- caching ------------------------------------------------------------------------------
 

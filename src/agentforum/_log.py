@@ -126,6 +126,16 @@ class Feed(Generic[T]):
         for _ in range(count):
             self._items.popleft()
 
+    async def wait_closed(self) -> None:
+        """Discard what is queued, and what comes, until the producers close the feed."""
+        while not self.closed:
+            self._items.clear()
+            waiter = self._waiter
+            if waiter is None:
+                waiter = self._waiter = anyio.Event()
+            await waiter.wait()
+        self._items.clear()
+
     def __aiter__(self) -> Feed[T]:
         return self
 
