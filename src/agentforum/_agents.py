@@ -96,10 +96,15 @@ class Agent:
             TypeError: a keyword argument of a type that is not a JSON value.
             ValueError: a JSON value out of range (a NaN, say), as for :meth:`ask`.
         """
-        frozen = freeze_mapping(kwargs, "kwargs")
         preset = Agent(self.forum, self.function, self.alias, self.description, cache=self.cache)
-        preset.kwargs = FrozenDict._trusted({**self.kwargs, **frozen}) if frozen else self.kwargs
+        preset.kwargs = self._merged(freeze_mapping(kwargs, "kwargs"))
         return preset
+
+    def _merged(self, frozen: dict[str, JSONValue]) -> FrozenDict:
+        """The presets with the frozen keyword arguments ``frozen`` added over them."""
+        if not frozen:
+            return self.kwargs
+        return FrozenDict._trusted({**self.kwargs, **frozen})
 
     def ask(
         self,
@@ -187,9 +192,7 @@ class Agent:
         _check_point(branch_from, "branch_from")
         if branch_from is not None and blank_history:
             raise ValueError("give branch_from or blank_history=True, not both")
-        frozen = FrozenDict._trusted(freeze_mapping(kwargs, "kwargs")) if kwargs else EMPTY
-        if self.kwargs:
-            frozen = FrozenDict._trusted({**self.kwargs, **frozen}) if frozen else self.kwargs
+        frozen = self._merged(freeze_mapping(kwargs, "kwargs")) if kwargs else self.kwargs
         items = [] if content is None else flatten(content, "ask()")
         caller = current_call.get()
         if caller is not None and caller.forum is not forum:
@@ -259,16 +262,16 @@ class InteractionContext:
         Waits until every request is placed; an agent called with
         :meth:`Agent.start_asking` waits until its caller closes the requests.
 
+        If a request fails instead, the agent function is cancelled in this wait, and the
+        call's branch ends with the request's error.
+
         Args:
             include_calls: Keep the :class:`CallMessage` nodes (left out by default).
-
-        Raises:
-            AgentError: a request failed, so the call never got its history.
         """
         parent = await self._call.branch_end()
         if parent is None:
             return []
-        return await self.forum.history(parent, include_calls=include_calls)
+        return await self.forum._branch(parent, include_calls=include_calls)
 
     def respond(
         self,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final, cast
+from typing import TYPE_CHECKING, Final
 
 import anyio
 import anyio.lowlevel
@@ -58,6 +58,8 @@ class Call:
     ``run`` is the call's task: it opens the call's task group (where the calls nested in it
     run), starts the agent function, and writes the branch in order: the requests, the
     :class:`CallMessage`, the responses, and an :class:`ErrorMessage` if the call failed.
+    A cached call runs no agent function: after its requests and CallMessage it answers
+    from the store, or gives the responses of the flight that runs the agent (``_answer``).
     Requests and responses reach it through two ``Feed`` queues (see ``_log.py``), so
     ``send_request`` and ``respond`` never block.
     """
@@ -326,7 +328,7 @@ class Call:
         feed = self.response_feed
         # Not closed here when cancelled: the responses still queued may be placed then.
         async for item, reply_to, metadata in feed:
-            if _is_text(item, reply_to) and not isinstance(self._parent, _Unset):
+            if _is_text(item, reply_to):
                 # Group commit: the texts queued behind this one are stored with it, in one
                 # store operation (one transaction in SQLite). They stay queued until they
                 # are stored, so that a cancellation still places them.
@@ -358,7 +360,7 @@ class Call:
                 sender=sender,
                 metadata=metadata,
                 parent=parent,
-                reply_to=self._reply_default if reply_to is None else cast("str", reply_to),
+                reply_to=self._reply_now(reply_to),
             )
             messages.append(message)
             parent = message.hash
@@ -698,8 +700,9 @@ class Call:
     async def _record_cancellation(self) -> None:
         """End the branch of a cancelled call: what was ready, the cut message, an error.
 
-        Nothing here waits for anything but the store: it may run shielded from the
-        cancellation of an enclosing scope.
+        It may run shielded from the cancellation of an enclosing scope, so it waits for
+        nothing that may not end: the store, and, when this call was the last follower of a
+        flight (so the flight is being cancelled), the flight's landing.
         """
         if self.requests.closed and self.responses.closed:
             return  # the branch was complete; only calls nested in it were cancelled

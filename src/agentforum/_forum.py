@@ -274,6 +274,10 @@ class Forum:
         if isinstance(message, MessagePromise):
             message = await message
         key = message.hash if isinstance(message, Message) else (await self.get(message)).hash
+        return await self._branch(key, include_calls=include_calls)
+
+    async def _branch(self, key: str, *, include_calls: bool) -> list[Message]:
+        """The branch from its root to the message of the full hash ``key``, oldest first."""
         branch = await self._store.ancestors(key)
         if include_calls:
             return branch

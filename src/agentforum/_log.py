@@ -6,6 +6,10 @@ each stream of tokens (or of promises) is kept once, in a list, and each consume
 index into it. A waiting consumer sleeps on an :class:`anyio.Event` that the next append (or
 the close) sets; the event is created only when somebody waits, so a producer whose consumers
 keep up pays one list append per item.
+
+A :class:`Feed` is the other direction: items from any number of producers to one consumer
+(a call's requests and responses, to the task that writes its branch), an unbounded queue
+that waits the same way.
 """
 
 from __future__ import annotations
@@ -18,31 +22,48 @@ import anyio
 T = TypeVar("T")
 
 
-class Log(Generic[T]):
-    """Items appended by one producer, read by any number of consumers; closed once."""
+class _Waitable:
+    """Where consumers wait for a change: one event, made when the first of them waits."""
 
-    __slots__ = ("_waiter", "closed", "items")
+    __slots__ = ("_waiter",)
 
     def __init__(self) -> None:
+        self._waiter: anyio.Event | None = None
+
+    async def _wait(self) -> None:
+        """Wait for the next :meth:`_wake` (a checkpoint)."""
+        waiter = self._waiter
+        if waiter is None:
+            waiter = self._waiter = anyio.Event()
+        await waiter.wait()
+
+    def _wake(self) -> None:
+        """Wake every consumer that waits; the next one to wait gets a new event."""
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            waiter.set()
+
+
+class Log(_Waitable, Generic[T]):
+    """Items appended by one producer, read by any number of consumers; closed once."""
+
+    __slots__ = ("closed", "items")
+
+    def __init__(self) -> None:
+        super().__init__()
         self.items: list[T] = []
         self.closed = False
-        self._waiter: anyio.Event | None = None
 
     def append(self, item: T) -> None:
         """Append ``item`` and wake the waiting consumers. The log must not be closed."""
         self.items.append(item)
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            waiter.set()
+        self._wake()
 
     def close(self) -> None:
         """Mark the end of the log and wake the waiting consumers; closing twice is harmless."""
         self.closed = True
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            waiter.set()
+        self._wake()
 
     async def wait_beyond(self, index: int) -> None:
         """Wait until the log has more than ``index`` items or is closed.
@@ -51,13 +72,10 @@ class Log(Generic[T]):
         """
         if index < len(self.items) or self.closed:
             return
-        waiter = self._waiter
-        if waiter is None:
-            waiter = self._waiter = anyio.Event()
-        await waiter.wait()
+        await self._wait()
 
 
-class Feed(Generic[T]):
+class Feed(_Waitable, Generic[T]):
     """Items sent by any number of producers, received in order by one consumer.
 
     An unbounded memory object stream without its per-item costs: sending never blocks,
@@ -66,11 +84,11 @@ class Feed(Generic[T]):
     the feed is empty.
     """
 
-    __slots__ = ("_items", "_waiter", "closed", "dropped")
+    __slots__ = ("_items", "closed", "dropped")
 
     def __init__(self) -> None:
+        super().__init__()
         self._items: deque[T] = deque()
-        self._waiter: anyio.Event | None = None
         #: No more items will be sent (the producers' end is closed).
         self.closed = False
         #: The consumer has stopped receiving: items sent now are dropped.
@@ -130,10 +148,7 @@ class Feed(Generic[T]):
         """Discard what is queued, and what comes, until the producers close the feed."""
         while not self.closed:
             self._items.clear()
-            waiter = self._waiter
-            if waiter is None:
-                waiter = self._waiter = anyio.Event()
-            await waiter.wait()
+            await self._wait()
         self._items.clear()
 
     def __aiter__(self) -> Feed[T]:
@@ -147,14 +162,5 @@ class Feed(Generic[T]):
                 raise anyio.ClosedResourceError
             if self.closed:
                 raise StopAsyncIteration
-            waiter = self._waiter
-            if waiter is None:
-                waiter = self._waiter = anyio.Event()
-            await waiter.wait()
+            await self._wait()
         return items.popleft()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            waiter.set()
