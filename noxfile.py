@@ -189,7 +189,8 @@ def bench(session: nox.Session) -> None:
         python = location / "bin" / "python"
         if not python.exists():
             session.run(f"python{BENCH_PEER_PYTHON}", "-m", "venv", str(location), external=True)
-            session.run(str(python), "-m", "pip", "install", "--quiet", requirement, external=True)
+        # Every time: a no-op once installed, and a failed install (no network) is retried.
+        session.run(str(python), "-m", "pip", "install", "--quiet", requirement, external=True)
         peers.extend(["--peer", f"{name}={python}"])
     session.run("python", "benchmarks/bench.py", *peers, *session.posargs)
 
