@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Final, TextIO
 from agentforum import ErrorMessage, Forum, ForwardedMessage, Message
 from agentforum.agents import console_user_agent, dialog_loop
 
-from ._database import find, open_store
+from ._database import db_hint, find, open_store
 
 if TYPE_CHECKING:
     from agentforum import AgentFunction, MessageStore
@@ -103,9 +103,10 @@ async def run_chat(
         )
         assistant = forum.agent(function, alias=ASSISTANT).with_kwargs(model=model)
 
-        async def advance(message: Message) -> None:
-            await forum.set_ref(ref, message)
-            await forum.set_ref(LATEST, message)
+        async def advance(key: str) -> None:
+            # The message is stored already: set the refs, nothing more.
+            await store.set_ref(ref, key)
+            await store.set_ref(LATEST, key)
 
         # No stop condition: each turn starts while the previous one streams, so the
         # console shows the model's answer token by token.
@@ -126,7 +127,7 @@ async def run_chat(
                     # The user spoke last: the assistant answers first, then the dialog goes on.
                     say(f"you ▸ {start.content}")
                     answer = await assistant.ask(start).last()
-                    await advance(answer)
+                    await advance(answer.hash)
                     start = answer
                 responses = chat.ask(start)  # the user is shown the last message and answers
             # The dialog's responses forward each turn's own message: the ref follows those,
@@ -134,12 +135,6 @@ async def run_chat(
             async for promise in responses:
                 forward = await promise
                 assert isinstance(forward, ForwardedMessage)
-                await advance(await forum.get(forward.original))
-            say(f"\nSaved. Resume with: agentforum chat --resume {ref}" + _db_option(db))
+                await advance(forward.original)
+            say(f"\nSaved. Resume with: agentforum chat --resume {ref}{db_hint(db)}")
     return ref
-
-
-def _db_option(db: str) -> str:
-    from ._database import DEFAULT_DB
-
-    return "" if db == DEFAULT_DB else f" --db {db}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import re
 from typing import TYPE_CHECKING, Final
 
 import anyio
@@ -18,6 +19,16 @@ if TYPE_CHECKING:
 DEFAULT_DB: Final = "agentforum.db"
 #: The fewest hex characters a short hash has (as in git).
 MIN_SHORT: Final = 7
+
+
+def db_hint(path: str) -> str:
+    """What a suggested command adds to name the database ``path``: ``--db PATH``, quoted
+    for a POSIX shell when it must be, or nothing for the default one."""
+    if path == DEFAULT_DB:
+        return ""
+    if re.fullmatch(r"[\w./:@%+=,-]+", path):
+        return f" --db {path}"
+    return " --db '" + path.replace("'", "'\\''") + "'"
 
 
 class UserError(AgentForumError):

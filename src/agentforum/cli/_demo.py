@@ -33,7 +33,7 @@ from agentforum import (
     StreamedMessage,
 )
 
-from ._database import DEFAULT_DB, load_tree, open_store, short_length
+from ._database import db_hint, load_tree, open_store, short_length
 from ._render import STYLES, tree_lines
 
 if TYPE_CHECKING:
@@ -244,7 +244,7 @@ async def run_demo(path: str, console: Console, *, fast: bool) -> None:
     width = console.width if console.is_terminal else None
     for line in tree_lines(tree, short_length(tree.order), width):
         console.print(line)
-    db = "" if path == DEFAULT_DB else f" --db {_quote(path)}"
+    db = db_hint(path)
     console.print(Text(f"\nThe conversation is in {location}. Try:", "bold"))
     for command in (
         f"agentforum log demo/second{db}",
@@ -253,7 +253,3 @@ async def run_demo(path: str, console: Console, *, fast: bool) -> None:
         f"agentforum graph --format mermaid{db}",
     ):
         console.print(Text(f"    {command}"))
-
-
-def _quote(path: str) -> str:
-    return path if re.fullmatch(r"[\w./:@%+=,-]+", path) else "'" + path.replace("'", "'\\''") + "'"
