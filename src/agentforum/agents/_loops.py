@@ -31,8 +31,8 @@ class AgentLoop:
     is the history. The loop responds with every turn's responses, in order, as they
     stream. A turn starts once the previous one has responded, and reads its responses as
     they stream; with a ``stop`` condition, once the previous one has ended. The loop never
-    schedules work faster than it is consumed: at most two turns run at once. See
-    ``docs/agents.md``.
+    schedules work faster than it is consumed: with agents that read their requests before
+    they answer, at most two turns run at once. See ``docs/agents.md``.
 
     Attributes:
         agents: The agents, called in this order (and round again, for a loop).
@@ -222,7 +222,7 @@ def agent_loop(
         stop: A function of a turn's last message (sync or async): true ends the loop.
 
     Raises:
-        ValueError: no agents, agents of several forums, or ``max_turns`` below 1.
+        ValueError: no agents, agents of several forums, or ``max_turns`` not a positive int.
         TypeError: something else than an :class:`Agent`, or a ``stop`` not callable.
     """
     return AgentLoop(
@@ -254,7 +254,7 @@ def dialog_loop(
     turn's last message.
 
     Raises:
-        ValueError: agents of two forums, or ``max_turns`` below 1.
+        ValueError: agents of two forums, or ``max_turns`` not a positive int.
         TypeError: something else than an :class:`Agent`, or a ``stop`` not callable.
     """
     return AgentLoop(
