@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from typing import TYPE_CHECKING
@@ -43,6 +44,18 @@ def branch(db: Path, ref: str) -> list[str]:
             await store.aclose()
 
     return anyio.run(read)
+
+
+def test_the_resume_hint_quotes_a_database_path_for_the_shell(tmp_path: Path) -> None:
+    """The printed command works when pasted, whatever the path holds (a space, a quote)."""
+    folder = tmp_path / "my chats"
+    folder.mkdir()
+    db = folder / "it's.db"
+    result = chat(db, "exit\n")
+    assert result.returncode == 0, result.stderr
+    [line] = [line for line in result.stdout.splitlines() if "Resume with:" in line]
+    command = shlex.split(line.partition("Resume with: ")[2])
+    assert command == ["agentforum", "chat", "--resume", "chat/1", "--db", str(db)]
 
 
 def test_a_chat_is_saved_and_resumed_by_ref_and_by_hash(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import re
+import shlex
 from typing import TYPE_CHECKING, Final
 
 import anyio
@@ -24,11 +24,7 @@ MIN_SHORT: Final = 7
 def db_hint(path: str) -> str:
     """What a suggested command adds to name the database ``path``: ``--db PATH``, quoted
     for a POSIX shell when it must be, or nothing for the default one."""
-    if path == DEFAULT_DB:
-        return ""
-    if re.fullmatch(r"[\w./:@%+=,-]+", path):
-        return f" --db {path}"
-    return " --db '" + path.replace("'", "'\\''") + "'"
+    return "" if path == DEFAULT_DB else f" --db {shlex.quote(path)}"
 
 
 class UserError(AgentForumError):
