@@ -60,34 +60,40 @@ def timed_run(backend: str, function: Callable[[], Awaitable[int]]) -> tuple[flo
 # -- W1: nested streaming ------------------------------------------------------------------------
 
 
+def streaming_forum(tokens: list[str], depth: int) -> tuple[Forum, Agent]:
+    """A forum whose leaf agent streams ``tokens`` (from an async generator that checkpoints
+    every BATCH tokens, as the floor's producer does) under ``depth`` proxy agents, each
+    responding with the inner agent's responses; the top agent (the leaf when ``depth`` is 0)."""
+    forum = Forum()
+
+    async def generate() -> AsyncIterator[str]:
+        for index, token in enumerate(tokens):
+            yield token
+            if index % BATCH == BATCH - 1:
+                await checkpoint()
+
+    @forum.agent
+    async def leaf(ctx: InteractionContext) -> None:
+        ctx.respond(StreamedMessage(generate()))
+
+    agent: Agent = leaf
+    for level in range(depth):
+
+        async def proxy(ctx: InteractionContext, inner: Agent = agent) -> None:
+            ctx.respond(inner.ask(ctx.request_messages))
+
+        agent = forum.agent(proxy, alias=f"proxy{level}")
+    return forum, agent
+
+
 def w1_ours(backend: str, params: dict[str, Any]) -> Run:
-    """A leaf agent streams ``n`` tokens (from an async generator that checkpoints every BATCH
-    tokens, as the floor's producer does); ``depth`` proxy agents above it each respond with the
-    inner agent's responses; the top consumer iterates the tokens."""
+    """The top agent of :func:`streaming_forum` (``n`` tokens, ``depth`` proxies) asked once;
+    its consumer iterates the tokens."""
     n, depth = params["n"], params["depth"]
     tokens = tokens_of(n)
 
     async def run() -> int:
-        forum = Forum()
-
-        async def generate() -> AsyncIterator[str]:
-            for index, token in enumerate(tokens):
-                yield token
-                if index % BATCH == BATCH - 1:
-                    await checkpoint()
-
-        @forum.agent
-        async def leaf(ctx: InteractionContext) -> None:
-            ctx.respond(StreamedMessage(generate()))
-
-        agent: Agent = leaf
-        for level in range(depth):
-
-            async def proxy(ctx: InteractionContext, inner: Agent = agent) -> None:
-                ctx.respond(inner.ask(ctx.request_messages))
-
-            agent = forum.agent(proxy, alias=f"proxy{level}")
-
+        forum, agent = streaming_forum(tokens, depth)
         received = 0
         async with forum:
             async for promise in agent.ask("go"):
@@ -177,18 +183,7 @@ def w2_ours(backend: str, params: dict[str, Any]) -> Run:
     tokens = tokens_of(n)
 
     async def run() -> int:
-        forum = Forum()
-
-        async def generate() -> AsyncIterator[str]:
-            for index, token in enumerate(tokens):
-                yield token
-                if index % BATCH == BATCH - 1:
-                    await checkpoint()
-
-        @forum.agent
-        async def leaf(ctx: InteractionContext) -> None:
-            ctx.respond(StreamedMessage(generate()))
-
+        forum, leaf = streaming_forum(tokens, 0)
         counts = [0] * consumers
         async with forum:
             sequence = leaf.ask("go")
