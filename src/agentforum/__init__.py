@@ -14,6 +14,7 @@ from ._exceptions import IntegrityError as IntegrityError
 from ._exceptions import MessageNotFoundError as MessageNotFoundError
 from ._exceptions import StoreError as StoreError
 from ._forum import Forum as Forum
+from ._hashing import hash_content as hash_content
 from ._json import FrozenDict as FrozenDict
 from ._json import JSONValue as JSONValue
 from ._messages import CallMessage as CallMessage
@@ -61,6 +62,7 @@ __all__ = (
     "StreamedMessage",
     "decode_message",
     "encode_message",
+    "hash_content",
 )
 
 

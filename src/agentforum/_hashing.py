@@ -1,4 +1,4 @@
-"""The canonical encoding of messages, and their sha256 hashes.
+"""The canonical encoding of messages and of their contents, and their sha256 hashes.
 
 The specification is ``docs/hashing.md``; ``tests/vectors/`` holds its test vectors. Changing
 anything here changes every hash: bump :data:`FORMAT` and document the new version instead.
@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from ._json import FrozenDict
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 #: The domain tag of the canonical encoding: every encoded message carries it as ``"format"``.
-FORMAT: Final = "agentforum/1"
+FORMAT: Final = "agentforum/2"
+
+#: What the bytes of a content are prefixed with before they are hashed (``docs/hashing.md``,
+#: section 6): the format and the word ``content``, then a NUL byte. No message document
+#: (which opens with ``{``) ever starts with these bytes.
+CONTENT_TAG: Final = FORMAT.encode("ascii") + b" content\x00"
 
 
 def _default(value: object) -> object:
@@ -21,9 +29,6 @@ def _default(value: object) -> object:
         return value._data
     raise TypeError(f"{type(value).__qualname__} cannot be encoded")  # pragma: no cover
 
-
-# The encoder's own encoding of a str (ensure_ascii=False): the same bytes as in a document.
-_encode_str = json.encoder.encode_basestring
 
 _encoder = json.JSONEncoder(
     ensure_ascii=False,
@@ -34,48 +39,61 @@ _encoder = json.JSONEncoder(
 )
 
 
-#: Contents at least this long are encoded once for all the messages that share them.
-LONG_CONTENT: Final = 1024
-
-# The last long content encoded, and its encoding: a message forwarded through nested agents
-# is re-hashed at every level with the same content object (a str, immutable), which need
-# not be escaped again each time.
-# One tuple, replaced whole: a thread never sees the content of one and the encoding of another.
-_last: tuple[str, bytes] = ("", b'""')
-
-
-def canonical_json(document: dict[str, object]) -> bytes:
-    """Encode a document (a dict of frozen JSON values) as canonical UTF-8 JSON bytes."""
-    return b"".join(canonical_parts(document))
-
-
-def canonical_hash(document: dict[str, object]) -> str:
-    """The lowercase hexadecimal sha256 of :func:`canonical_json` of ``document``."""
-    digest = hashlib.sha256()
-    for part in canonical_parts(document):
-        digest.update(part)
-    return digest.hexdigest()
-
-
-def canonical_parts(document: dict[str, object]) -> tuple[bytes, ...]:
-    """:func:`canonical_json` of ``document`` in pieces, so that a long content is not copied."""
-    global _last
-    content = document.get("content")
-    if not isinstance(content, str) or len(content) < LONG_CONTENT:
-        return (_encoder.encode(document).encode("utf-8"),)
-    # "content" sorts before every other key: it opens the object, the rest follows.
-    rest = {key: value for key, value in document.items() if key != "content"}
-    assert all(key > "content" for key in rest)
-    last = _last
-    if last[0] is content:
-        encoded = last[1]
-    else:
-        encoded = _encode_str(content).encode("utf-8")
-        _last = (content, encoded)
-    tail = _encoder.encode(rest).encode("utf-8")
-    return (b'{"content":', encoded, b"," + tail[1:] if rest else b"}")
+def canonical_json(document: Mapping[str, object]) -> bytes:
+    """Encode a document (a mapping of frozen JSON values) as canonical UTF-8 JSON bytes."""
+    return _encoder.encode(document).encode("utf-8")
 
 
 def sha256_hex(data: bytes) -> str:
     """Return the lowercase hexadecimal sha256 digest of ``data``."""
     return hashlib.sha256(data).hexdigest()
+
+
+def hash_content(text: str) -> str:
+    """Return the hash of a message's content: what its document holds as ``"content"``.
+
+    The sha256, as 64 lowercase hex characters, of :data:`CONTENT_TAG` followed by the
+    UTF-8 bytes of ``text`` (``docs/hashing.md``, section 6). A content shared by many
+    messages (a forwarded answer, a document sent to many agents) is hashed and stored
+    once, whatever its length; each message names it by this hash.
+
+    Raises:
+        TypeError: ``text`` is not a ``str``.
+        ValueError: ``text`` holds a lone surrogate (it has no UTF-8 encoding).
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"a content is a str, not {type(text).__qualname__}")
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"the content is not valid Unicode text (lone surrogate at index {exc.start})"
+        ) from None
+    digest = hashlib.sha256(CONTENT_TAG)
+    digest.update(data)
+    return digest.hexdigest()
+
+
+class ContentHasher:
+    """The hash of a content computed piece by piece, as a streamed message's tokens arrive.
+
+    ``ContentHasher()``, then :meth:`update` with each token in order, then :meth:`hexdigest`
+    gives :func:`hash_content` of the concatenated tokens.
+    """
+
+    __slots__ = ("_digest",)
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256(CONTENT_TAG)
+
+    def update(self, token: str) -> None:
+        """Add ``token`` (its UTF-8 bytes) to the content.
+
+        Raises:
+            UnicodeEncodeError: ``token`` holds a lone surrogate.
+        """
+        self._digest.update(token.encode("utf-8"))
+
+    def hexdigest(self) -> str:
+        """The hash of the content added so far."""
+        return self._digest.hexdigest()

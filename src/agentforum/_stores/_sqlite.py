@@ -7,13 +7,14 @@ import os
 import sqlite3
 import threading
 import time
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio.to_thread
 
 from .._exceptions import AmbiguousHashError, IntegrityError, MessageNotFoundError, StoreError
-from .._messages import ForwardedMessage, Message, decode_message, encode_message
-from ._memory import check_prefix, check_ref_name, links
+from .._hashing import FORMAT, canonical_json, hash_content
+from .._messages import _KINDS, CallMessage, ErrorMessage, ForwardedMessage, Message, is_hash
+from ._memory import check_forward, check_prefix, check_ref_name, has_content, links
 from ._protocol import IntegrityProblem, MessageStore
 
 if TYPE_CHECKING:
@@ -23,72 +24,202 @@ T = TypeVar("T")
 
 #: ``PRAGMA application_id`` of an agentforum database ("AFRM").
 APPLICATION_ID: Final = 0x4146524D
-#: ``PRAGMA user_version``: the schema version this code writes and reads.
-SCHEMA_VERSION: Final = 1
+#: ``PRAGMA user_version``: the schema version this code writes and reads. Schema 2 holds
+#: messages of format ``agentforum/2``; schema 1 held format ``agentforum/1``.
+SCHEMA_VERSION: Final = 2
+#: The message format of each schema version (for the error that refuses an older database).
+_SCHEMA_FORMATS: Final = {1: "agentforum/1", 2: FORMAT}
 
+# Hashes are stored as their 32 bytes. A message row holds its fields, not its document:
+# the document names the content and the messages it links to by their hex hashes, which
+# the columns already hold, so it is rebuilt (and its hash checked) on every read instead.
+# Each content is one row of `contents`, however many messages name it.
 _SCHEMA: Final = """
-CREATE TABLE messages (
-    hash TEXT PRIMARY KEY NOT NULL CHECK (length(hash) = 64),
-    kind TEXT NOT NULL,
-    sender TEXT NOT NULL,
-    parent TEXT REFERENCES messages (hash) DEFERRABLE INITIALLY DEFERRED,
-    reply_to TEXT REFERENCES messages (hash) DEFERRABLE INITIALLY DEFERRED,
-    original TEXT REFERENCES messages (hash) DEFERRABLE INITIALLY DEFERRED,
-    encoding BLOB NOT NULL
+CREATE TABLE contents (
+    hash BLOB PRIMARY KEY NOT NULL CHECK (length(hash) = 32),
+    text BLOB NOT NULL
 );
+CREATE TABLE messages (
+    hash BLOB PRIMARY KEY NOT NULL CHECK (length(hash) = 32),
+    kind TEXT NOT NULL,
+    parent BLOB REFERENCES messages (hash) DEFERRABLE INITIALLY DEFERRED,
+    reply_to BLOB REFERENCES messages (hash) DEFERRABLE INITIALLY DEFERRED,
+    original BLOB REFERENCES messages (hash) DEFERRABLE INITIALLY DEFERRED,
+    content BLOB REFERENCES contents (hash) DEFERRABLE INITIALLY DEFERRED,
+    sender TEXT,
+    metadata TEXT NOT NULL,
+    receiver TEXT,
+    kwargs TEXT,
+    error_type TEXT
+) WITHOUT ROWID;
 CREATE INDEX messages_by_parent ON messages (parent);
 CREATE TABLE refs (
     name TEXT PRIMARY KEY NOT NULL,
-    hash TEXT NOT NULL REFERENCES messages (hash) DEFERRABLE INITIALLY DEFERRED
+    hash BLOB NOT NULL REFERENCES messages (hash) DEFERRABLE INITIALLY DEFERRED
 ) WITHOUT ROWID;
 CREATE TABLE cache (
-    call TEXT PRIMARY KEY NOT NULL REFERENCES messages (hash) DEFERRABLE INITIALLY DEFERRED,
+    call BLOB PRIMARY KEY NOT NULL REFERENCES messages (hash) DEFERRABLE INITIALLY DEFERRED,
     responses TEXT NOT NULL
 ) WITHOUT ROWID;
 """
 
+_COLUMNS: Final = (
+    "hash, kind, parent, reply_to, original, content, sender, metadata, receiver, kwargs, "
+    "error_type"
+)
 _INSERT: Final = (
-    "INSERT OR IGNORE INTO messages (hash, kind, sender, parent, reply_to, original, encoding) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT OR IGNORE INTO messages ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_CONTENT: Final = "INSERT OR IGNORE INTO contents (hash, text) VALUES (?, ?)"
+# A message row with its content's row: what _decode takes.
+_SELECT: Final = (
+    "SELECT messages.hash, kind, parent, reply_to, original, content, sender, metadata, "
+    "receiver, kwargs, error_type, contents.hash, contents.text "
+    "FROM messages LEFT JOIN contents ON contents.hash = messages.content"
 )
 
 # UNION (not UNION ALL): rows are visited once, so even a cycle of tampered parent columns
 # ends. The branch is then rebuilt by following the *decoded* parents, never the column.
-_ANCESTORS: Final = """
-WITH RECURSIVE branch (hash, parent, encoding) AS (
-    SELECT hash, parent, encoding FROM messages WHERE hash = ?
+_ANCESTORS: Final = f"""
+WITH RECURSIVE branch (hash, parent) AS (
+    SELECT hash, parent FROM messages WHERE hash = ?
     UNION
-    SELECT messages.hash, messages.parent, messages.encoding
+    SELECT messages.hash, messages.parent
     FROM messages JOIN branch ON messages.hash = branch.parent
 )
-SELECT hash, encoding FROM branch
+{_SELECT} JOIN branch ON branch.hash = messages.hash
 """
 
+Row = tuple[object, ...]
 
-def _row(message: Message) -> tuple[str, str, str, str | None, str | None, str | None, bytes]:
+
+def _key(hash: str) -> bytes:
+    """A hash as the store keeps it: its 32 bytes."""
+    return bytes.fromhex(hash)
+
+
+def _link(hash: str | None) -> bytes | None:
+    return None if hash is None else bytes.fromhex(hash)
+
+
+def _hex(value: object) -> str | None:
+    """A stored hash as 64 hex characters (``None`` stays ``None``)."""
+    return None if value is None else bytes(value).hex()  # type: ignore[call-overload]
+
+
+def _prefix_range(prefix: str) -> tuple[bytes, bytes | None]:
+    """The keys of the hashes that start with the hex ``prefix``: ``low <= key < high``."""
+    shift = 4 * (64 - len(prefix))
+    low = int(prefix, 16) << shift
+    high = (int(prefix, 16) + 1) << shift
+    return low.to_bytes(32, "big"), high.to_bytes(32, "big") if high < 1 << 256 else None
+
+
+def _row(message: Message) -> Row:
+    """The ``messages`` row of ``message``."""
     original = message.original if isinstance(message, ForwardedMessage) else None
+    call = isinstance(message, CallMessage)
     return (
-        message.hash,
+        _key(message.hash),
         message._kind,
-        message.sender,
-        message.parent,
-        message.reply_to,
-        original,
-        encode_message(message),
+        _link(message.parent),
+        _link(message.reply_to),
+        _link(original),
+        None if call else _key(message.content_hash),
+        None if call else message.sender,
+        canonical_json(message.metadata).decode("utf-8"),
+        message.receiver if isinstance(message, CallMessage) else None,
+        canonical_json(message.kwargs).decode("utf-8")
+        if isinstance(message, CallMessage)
+        else None,
+        message.error_type if isinstance(message, ErrorMessage) else None,
     )
 
 
-def _decode(key: str, encoding: bytes) -> Message:
-    """Decode a stored row, refusing one whose fields do not hash to its key."""
+def _decode(row: Row) -> Message:
+    """Rebuild the message of a stored row, refusing one that does not hash to its key.
+
+    ``row`` is a row of :data:`_SELECT`: the message's columns, then its content's hash and
+    text (``None`` when the content row is missing).
+    """
+    key = _hex(row[0])
+    (
+        _,
+        kind,
+        parent,
+        reply_to,
+        original,
+        content,
+        sender,
+        metadata,
+        receiver,
+        kwargs,
+        error_type,
+        content_key,
+        text,
+    ) = row
     try:
-        message = decode_message(bytes(encoding))
-    except (TypeError, ValueError) as exc:
+        cls = _KINDS[kind]  # type: ignore[index]
+        fields: dict[str, Any] = {
+            "metadata": _load_json(metadata),
+            "parent": _hex(parent),
+            "reply_to": _hex(reply_to),
+        }
+        if cls is CallMessage:
+            fields.update(receiver=receiver, kwargs=_load_json(kwargs))
+            message: Message = cls(**fields)
+        else:
+            if content_key is None:
+                raise IntegrityError(f"message {key}: its content {_hex(content)} is missing")
+            content_hash = _hex(content_key)
+            assert content_hash is not None
+            if not isinstance(text, bytes):
+                raise IntegrityError(f"content {content_hash} is stored corrupted: not bytes")
+            try:
+                decoded = text.decode("utf-8")
+            except UnicodeDecodeError:
+                raise IntegrityError(
+                    f"content {content_hash} is stored corrupted: not UTF-8 text"
+                ) from None
+            if hash_content(decoded) != content_hash:
+                raise IntegrityError(
+                    f"content {content_hash} is stored with a text that hashes otherwise: "
+                    "it was altered"
+                )
+            fields.update(content=decoded, sender=sender)
+            if cls is ForwardedMessage:
+                fields["original"] = _hex(original)
+            elif cls is ErrorMessage:
+                fields["error_type"] = error_type
+            message = cls(**fields)
+            object.__setattr__(message, "content_hash", content_hash)
+    except IntegrityError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
         raise IntegrityError(f"message {key} is stored corrupted: {exc}") from None
     if message.hash != key:
         raise IntegrityError(
             f"message {key} is stored with fields that hash to {message.hash}: it was altered"
         )
     return message
+
+
+def _content_hash_of(text: bytes) -> str | None:
+    """The hash of a stored content's bytes, or ``None`` if they are not UTF-8 text."""
+    try:
+        return hash_content(text.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None
+
+
+def _load_json(text: object) -> object:
+    """A metadata or kwargs column, parsed (a corrupt one raises ValueError)."""
+    if not isinstance(text, (str, bytes)):
+        raise ValueError("a JSON column holds no text")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("a JSON column is nested too deeply") from None
 
 
 #: Seconds a connection waits for another process's lock before "database is locked".
@@ -218,6 +349,13 @@ class SQLiteStore(MessageStore):
                 raise StoreError(f"{path} is not an agentforum database (it is empty)")
         elif application_id != APPLICATION_ID:
             raise StoreError(f"{path} is not an agentforum database")
+        elif version < SCHEMA_VERSION:
+            written = _SCHEMA_FORMATS.get(version, f"schema {version}")
+            raise StoreError(
+                f"{path} holds messages of format {written}: this agentforum reads "
+                f"{FORMAT} only (schema {SCHEMA_VERSION}); no released version wrote "
+                f"{written}, so there is nothing to convert: create the database again"
+            )
         elif version > SCHEMA_VERSION:
             raise StoreError(
                 f"{path} was written by a newer agentforum (schema {version}; this one reads "
@@ -257,33 +395,63 @@ class SQLiteStore(MessageStore):
         await self.put_many((message,))
 
     async def put_many(self, messages: Iterable[Message]) -> None:
-        rows = {message.hash: _row(message) for message in messages}
+        batch = {message.hash: message for message in messages}
+        rows = [_row(message) for message in batch.values()]
+        contents = {
+            message.content_hash: message.content
+            for message in batch.values()
+            if has_content(message)
+        }
+        content_rows = [(_key(key), text.encode("utf-8")) for key, text in contents.items()]
+        forwards = [
+            message
+            for message in batch.values()
+            if isinstance(message, ForwardedMessage) and message.original not in batch
+        ]
 
         def insert(connection: sqlite3.Connection) -> None:
             connection.execute("BEGIN IMMEDIATE")
             try:
-                connection.executemany(_INSERT, rows.values())
+                for forward in forwards:
+                    assert isinstance(forward, ForwardedMessage)
+                    self._check_forward(connection, forward)
+                connection.executemany(_INSERT_CONTENT, content_rows)
+                connection.executemany(_INSERT, rows)
                 connection.execute("COMMIT")
             except sqlite3.IntegrityError:
                 connection.execute("ROLLBACK")
-                raise self._missing_link(connection, rows) from None
+                raise self._missing_link(connection, batch) from None
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
 
+        for message in batch.values():
+            if isinstance(message, ForwardedMessage) and message.original in batch:
+                check_forward(message, batch[message.original])
         await self._run(insert)
 
     @staticmethod
+    def _check_forward(connection: sqlite3.Connection, forward: ForwardedMessage) -> None:
+        """Refuse a forward whose content is not that of its (stored) original."""
+        row = connection.execute(
+            "SELECT content FROM messages WHERE hash = ?", (_key(forward.original),)
+        ).fetchone()
+        if row is not None and _hex(row[0]) != forward.content_hash:
+            raise ValueError(
+                f"forward {forward.hash} does not hold the content of its original "
+                f"{forward.original}: a forward's content is its original's"
+            )
+
+    @staticmethod
     def _missing_link(
-        connection: sqlite3.Connection, rows: Mapping[str, tuple[object, ...]]
+        connection: sqlite3.Connection, batch: Mapping[str, Message]
     ) -> MessageNotFoundError:
-        for row in rows.values():
-            for field, value in zip(("parent", "reply_to", "original"), row[3:6], strict=True):
+        for message in batch.values():
+            for field, value in links(message):
                 if (
-                    value is not None
-                    and value not in rows
+                    value not in batch
                     and connection.execute(
-                        "SELECT 1 FROM messages WHERE hash = ?", (value,)
+                        "SELECT 1 FROM messages WHERE hash = ?", (_key(value),)
                     ).fetchone()
                     is None
                 ):
@@ -292,58 +460,67 @@ class SQLiteStore(MessageStore):
 
     async def get(self, hash: str) -> Message:
         def select(connection: sqlite3.Connection) -> Message:
-            row = connection.execute(
-                "SELECT encoding FROM messages WHERE hash = ?", (hash,)
-            ).fetchone()
+            row = connection.execute(f"{_SELECT} WHERE messages.hash = ?", (_key(hash),)).fetchone()
             if row is None:
                 raise MessageNotFoundError(f"message {hash} is not in the store")
-            return _decode(hash, row[0])
+            return _decode(row)
 
+        if not is_hash(hash):
+            raise MessageNotFoundError(f"message {hash!r} is not in the store")
         return await self._run(select)
 
     async def resolve(self, hash_or_prefix: str) -> Message:
         prefix = check_prefix(hash_or_prefix)
+        low, high = _prefix_range(prefix)
 
         def select(connection: sqlite3.Connection) -> Message:
-            rows = connection.execute(
-                "SELECT hash, encoding FROM messages WHERE hash >= ? AND hash < ? LIMIT 2",
-                (prefix, prefix + "g"),
-            ).fetchall()
+            if high is None:
+                query = f"{_SELECT} WHERE messages.hash >= ? ORDER BY messages.hash LIMIT 2"
+                rows = connection.execute(query, (low,)).fetchall()
+            else:
+                query = (
+                    f"{_SELECT} WHERE messages.hash >= ? AND messages.hash < ? "
+                    "ORDER BY messages.hash LIMIT 2"
+                )
+                rows = connection.execute(query, (low, high)).fetchall()
             if not rows:
                 raise MessageNotFoundError(f"no message hash starts with {prefix}")
             if len(rows) > 1:
                 raise AmbiguousHashError(f"more than one message hash starts with {prefix}")
-            return _decode(*rows[0])
+            return _decode(rows[0])
 
         return await self._run(select)
 
     async def ancestors(self, hash: str) -> list[Message]:
         def select(connection: sqlite3.Connection) -> list[Message]:
-            encodings = dict(connection.execute(_ANCESTORS, (hash,)).fetchall())
-            if not encodings:
+            rows = {_hex(row[0]): row for row in connection.execute(_ANCESTORS, (_key(hash),))}
+            if not rows:
                 raise MessageNotFoundError(f"message {hash} is not in the store")
             branch: list[Message] = []
             key: str | None = hash
             while key is not None:
-                if key not in encodings:
+                if key not in rows:
                     raise IntegrityError(
                         f"the branch of {hash} is broken at {branch[-1].hash}: its stored "
                         "parent column disagrees with its fields"
                     )
-                message = _decode(key, encodings[key])
+                message = _decode(rows[key])
                 branch.append(message)
                 key = message.parent
             branch.reverse()
             return branch
 
+        if not is_hash(hash):
+            raise MessageNotFoundError(f"message {hash!r} is not in the store")
         return await self._run(select)
 
     async def children(self, hash: str | None) -> list[Message]:
         def select(connection: sqlite3.Connection) -> list[Message]:
             rows = connection.execute(
-                "SELECT hash, encoding FROM messages WHERE parent IS ? ORDER BY hash", (hash,)
+                f"{_SELECT} WHERE messages.parent IS ? ORDER BY messages.hash",
+                (None if hash is None else _key(hash),),
             ).fetchall()
-            children = [_decode(key, encoding) for key, encoding in rows]
+            children = [_decode(row) for row in rows]
             for child in children:
                 if child.parent != hash:
                     raise IntegrityError(
@@ -352,19 +529,24 @@ class SQLiteStore(MessageStore):
                     )
             return children
 
+        if hash is not None and not is_hash(hash):
+            return []
         return await self._run(select)
 
     # -- refs ---------------------------------------------------------------------------------
 
     async def set_ref(self, name: str, hash: str) -> None:
         check_ref_name(name)
+        if not is_hash(hash):
+            raise MessageNotFoundError(f"message {hash!r} is not in the store")
+        key = _key(hash)
 
         def upsert(connection: sqlite3.Connection) -> None:
-            if connection.execute("SELECT 1 FROM messages WHERE hash = ?", (hash,)).fetchone():
+            if connection.execute("SELECT 1 FROM messages WHERE hash = ?", (key,)).fetchone():
                 connection.execute(
                     "INSERT INTO refs (name, hash) VALUES (?, ?) "
                     "ON CONFLICT (name) DO UPDATE SET hash = excluded.hash",
-                    (name, hash),
+                    (name, key),
                 )
             else:
                 raise MessageNotFoundError(f"message {hash} is not in the store")
@@ -376,7 +558,7 @@ class SQLiteStore(MessageStore):
 
         def select(connection: sqlite3.Connection) -> str | None:
             row = connection.execute("SELECT hash FROM refs WHERE name = ?", (name,)).fetchone()
-            return None if row is None else str(row[0])
+            return None if row is None else _hex(row[0])
 
         return await self._run(select)
 
@@ -390,16 +572,21 @@ class SQLiteStore(MessageStore):
 
     async def refs(self) -> Mapping[str, str]:
         def select(connection: sqlite3.Connection) -> dict[str, str]:
-            return dict(connection.execute("SELECT name, hash FROM refs ORDER BY name"))
+            rows = connection.execute("SELECT name, hash FROM refs ORDER BY name")
+            return {name: bytes(key).hex() for name, key in rows}
 
         return await self._run(select)
 
     # -- the cache index ----------------------------------------------------------------------
 
     async def get_cached(self, call_hash: str) -> Sequence[str] | None:
+        if not is_hash(call_hash):
+            return None
+        key = _key(call_hash)
+
         def select(connection: sqlite3.Connection) -> tuple[str, ...] | None:
             row = connection.execute(
-                "SELECT responses FROM cache WHERE call = ?", (call_hash,)
+                "SELECT responses FROM cache WHERE call = ?", (key,)
             ).fetchone()
             return None if row is None else tuple(json.loads(row[0]))
 
@@ -407,18 +594,22 @@ class SQLiteStore(MessageStore):
 
     async def put_cached(self, call_hash: str, response_hashes: Sequence[str]) -> None:
         responses = list(response_hashes)
+        for value in (call_hash, *responses):
+            if not is_hash(value):
+                what = "call" if value == call_hash else "response"
+                raise MessageNotFoundError(f"{what} {value!r} is not in the store")
 
         def upsert(connection: sqlite3.Connection) -> None:
-            for key in (call_hash, *responses):
+            for value in (call_hash, *responses):
                 if not connection.execute(
-                    "SELECT 1 FROM messages WHERE hash = ?", (key,)
+                    "SELECT 1 FROM messages WHERE hash = ?", (_key(value),)
                 ).fetchone():
-                    what = "call" if key == call_hash else "response"
-                    raise MessageNotFoundError(f"{what} {key} is not in the store")
+                    what = "call" if value == call_hash else "response"
+                    raise MessageNotFoundError(f"{what} {value} is not in the store")
             connection.execute(
                 "INSERT INTO cache (call, responses) VALUES (?, ?) "
                 "ON CONFLICT (call) DO UPDATE SET responses = excluded.responses",
-                (call_hash, json.dumps(responses)),
+                (_key(call_hash), json.dumps(responses)),
             )
 
         await self._run(upsert)
@@ -431,37 +622,61 @@ class SQLiteStore(MessageStore):
     @staticmethod
     def _verify(connection: sqlite3.Connection) -> list[IntegrityProblem]:
         problems: list[IntegrityProblem] = []
-        known = {key for (key,) in connection.execute("SELECT hash FROM messages")}
-        rows = connection.execute(
-            "SELECT hash, kind, sender, parent, reply_to, original, encoding FROM messages"
-        )
-        for key, *columns, encoding in rows:
+        # Every message's content column, by hex hash: what forwards are checked against.
+        contents_of = {
+            bytes(key).hex(): _hex(content)
+            for key, content in connection.execute("SELECT hash, content FROM messages")
+        }
+        for row in connection.execute(_SELECT):
+            key = bytes(row[0]).hex()
             try:
-                message = decode_message(bytes(encoding))
-            except (TypeError, ValueError) as exc:
-                problems.append(IntegrityProblem(key, f"its encoding is corrupted: {exc}"))
+                message = _decode(row)
+            except IntegrityError as exc:
+                problems.append(IntegrityProblem(key, str(exc)))
                 continue
-            if message.hash != key:
-                problems.append(IntegrityProblem(key, "its fields do not hash to its hash"))
-            elif list(_row(message)[1:6]) != columns:
-                problems.append(IntegrityProblem(key, "its columns disagree with its encoding"))
+            if _row(message) != row[:11]:
+                problems.append(IntegrityProblem(key, "its columns disagree with its fields"))
             problems.extend(
                 IntegrityProblem(key, f"its {field} {value} is not in the store")
                 for field, value in links(message)
-                if value not in known
+                if value not in contents_of
             )
+            if (
+                isinstance(message, ForwardedMessage)
+                and message.original in contents_of
+                and contents_of[message.original] != message.content_hash
+            ):
+                problems.append(
+                    IntegrityProblem(key, "its content is not the content of its original")
+                )
+        for content_key, text in connection.execute("SELECT hash, text FROM contents"):
+            key = bytes(content_key).hex()
+            if not isinstance(text, bytes) or _content_hash_of(text) != key:
+                problems.append(IntegrityProblem(key, "a content does not hash to its hash"))
         problems.extend(
-            IntegrityProblem(key, f"ref {name!r} points at a message that is not in the store")
-            for name, key in connection.execute("SELECT name, hash FROM refs")
-            if key not in known
+            IntegrityProblem(bytes(key).hex(), "a content is referenced by no message")
+            for (key,) in connection.execute(
+                "SELECT hash FROM contents WHERE NOT EXISTS "
+                "(SELECT 1 FROM messages WHERE messages.content = contents.hash)"
+            )
         )
+        for name, key in connection.execute("SELECT name, hash FROM refs"):
+            target = _hex(key)
+            if target not in contents_of:
+                problems.append(
+                    IntegrityProblem(
+                        str(target),
+                        f"ref {name!r} points at a message that is not in the store",
+                    )
+                )
         for call, responses in connection.execute("SELECT call, responses FROM cache"):
-            if call not in known:
-                problems.append(IntegrityProblem(call, "a cached call is not in the store"))
+            call_key = str(_hex(call))
+            if call_key not in contents_of:
+                problems.append(IntegrityProblem(call_key, "a cached call is not in the store"))
             problems.extend(
-                IntegrityProblem(call, f"cached response {response} is not in the store")
+                IntegrityProblem(call_key, f"cached response {response} is not in the store")
                 for response in json.loads(responses)
-                if response not in known
+                if response not in contents_of
             )
         return problems
 
