@@ -1,0 +1,187 @@
+"""Cancellation and errors at the edges (issue 14).
+
+- ``async with forum:`` raises the body's own exception, not a group around it, unless
+  agent errors nobody observed join it.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.from_thread
+import pytest
+
+from agentforum import (
+    Agent,
+    AgentError,
+    Forum,
+    InteractionContext,
+)
+from test_errors import Stop, leaves
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup, ExceptionGroup
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+#: Seconds any one test may take before it fails instead of hanging.
+LIMIT = 5
+
+
+# -- What leaves `async with forum:` ----------------------------------------------------------
+
+
+def failing_agent(forum: Forum) -> Agent:
+    """Register and return ``failing``: it raises ValueError("broken")."""
+
+    @forum.agent
+    async def failing(ctx: InteractionContext) -> None:
+        raise ValueError("broken")
+
+    return failing
+
+
+@pytest.mark.anyio
+async def test_except_agent_error_around_the_forum_catches_the_bodys_agent_error() -> None:
+    """``except AgentError`` around ``async with forum:`` catches ``await seq.last()``'s error.
+
+    The task group inside the forum is an implementation detail: when the body raised and
+    nothing else failed, its exception leaves the block itself, not in a group.
+    """
+    forum = Forum()
+    failing = failing_agent(forum)
+    caught: list[AgentError] = []
+    with anyio.fail_after(LIMIT):
+        try:
+            async with forum:
+                await failing.ask("q").last()
+        except AgentError as error:
+            caught.append(error)
+    [agent_error] = caught
+    assert type(agent_error) is AgentError
+    assert agent_error.message.error_type == "ValueError"
+    assert not forum.is_running
+
+
+def raise_key_error() -> None:
+    """Raise KeyError("body") while handling a LookupError: a context the user made."""
+    try:
+        raise LookupError("first")
+    except LookupError:
+        raise KeyError("body")  # noqa: B904 - the implicit context is what is checked
+
+
+def interrupt() -> None:
+    """Raise KeyboardInterrupt, as Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
+async def fail_unobserved_then(forum: Forum, body: Callable[[], None], *, tell: bool) -> None:
+    """In ``async with forum:``, let ``failing`` fail unobserved (if ``tell``), then ``body()``."""
+    failing = failing_agent(forum)
+    async with forum:
+        if tell:
+            failing.tell("nobody listens")
+            await anyio.wait_all_tasks_blocked()
+        body()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("strict_errors", [True, False])
+async def test_the_bodys_exception_leaves_the_forum_as_the_body_raised_it(
+    strict_errors: bool,
+) -> None:
+    """The body's exception keeps its own traceback and context, nothing of the forum's.
+
+    Its traceback goes from this test to the ``raise``, through no frame of AnyIO, Trio,
+    asyncio or the forum; its ``__context__`` is the exception being handled where it was
+    raised. With ``strict_errors=False``, an unobserved agent error does not change that.
+    """
+    forum = Forum(strict_errors=strict_errors)
+    with anyio.fail_after(LIMIT), pytest.raises(KeyError) as info:
+        await fail_unobserved_then(forum, raise_key_error, tell=not strict_errors)
+    error = info.value
+    assert isinstance(error.__context__, LookupError)
+    assert error.__cause__ is None
+    frames = traceback.extract_tb(error.__traceback__)
+    assert [frame.name for frame in frames] == [
+        "test_the_bodys_exception_leaves_the_forum_as_the_body_raised_it",
+        "fail_unobserved_then",
+        "raise_key_error",
+    ]
+
+
+@pytest.mark.anyio
+async def test_a_body_exception_and_unobserved_agent_errors_leave_in_one_group() -> None:
+    """The body raised and an agent error nobody observed: both leave, in one group.
+
+    The body's exception first, then the agent errors in the order they were recorded.
+    """
+    forum = Forum()
+    with anyio.fail_after(LIMIT), pytest.raises(ExceptionGroup) as info:
+        await fail_unobserved_then(forum, raise_key_error, tell=True)
+    group = info.value
+    assert str(group).startswith("the body raised, and 1 agent error(s) that no consumer observed")
+    assert [type(error) for error in group.exceptions] == [KeyError, AgentError]
+    body, agent_error = group.exceptions
+    assert body.args == ("body",)
+    assert isinstance(agent_error, AgentError)
+    assert agent_error.message.content == "broken"
+
+
+@pytest.mark.anyio
+async def test_a_keyboard_interrupt_in_the_body_leaves_alone_and_unwrapped() -> None:
+    """A KeyboardInterrupt (any BaseException) from the body leaves as itself, never grouped.
+
+    Unobserved agent errors stay in the tree: Ctrl-C is not turned into an error report.
+    """
+    forum = Forum()
+    with anyio.fail_after(LIMIT), pytest.raises(KeyboardInterrupt):
+        await fail_unobserved_then(forum, interrupt, tell=True)
+
+
+@pytest.mark.anyio
+async def test_a_body_exception_and_a_failed_forum_task_leave_in_the_task_groups_group() -> None:
+    """When a task of the forum failed too, the group holds both, as the task groups made it.
+
+    (The agent's BaseException comes through its call's task group: a group inside.)
+    """
+    forum = Forum()
+    stopping = anyio.Event()
+
+    @forum.agent
+    async def stopper(ctx: InteractionContext) -> None:
+        try:
+            stopping.set()
+            await anyio.sleep_forever()
+        finally:
+            raise Stop  # while the forum cancels it: a BaseException of its own
+
+    async def run() -> None:
+        async with forum:
+            stopper.tell("q")
+            await stopping.wait()
+            raise KeyError("body")
+
+    with anyio.fail_after(LIMIT), pytest.raises(BaseExceptionGroup) as info:
+        await run()
+    assert sorted(type(error).__name__ for error in leaves(info.value)) == ["KeyError", "Stop"]
+
+
+@pytest.mark.anyio
+async def test_an_outer_cancel_scope_still_cancels_the_forum_quietly() -> None:
+    """A cancelled scope around the forum is caught by it; no agent error replaces it."""
+    forum = Forum()
+    failing = failing_agent(forum)
+    with anyio.fail_after(LIMIT), anyio.CancelScope() as scope:
+        async with forum:
+            failing.tell("nobody listens")
+            await anyio.wait_all_tasks_blocked()
+            scope.cancel()
+            await anyio.sleep_forever()
+    assert scope.cancelled_caught
