@@ -2,6 +2,8 @@
 
 - ``async with forum:`` raises the body's own exception, not a group around it, unless
   agent errors nobody observed join it.
+- A message streamed from an async iterable (an SDK's stream) and cut by a cancellation is
+  recorded ``incomplete``, whichever way the call was cancelled, on both stores.
 """
 
 from __future__ import annotations
@@ -17,16 +19,22 @@ import pytest
 from agentforum import (
     Agent,
     AgentError,
+    ErrorMessage,
     Forum,
     InteractionContext,
+    Message,
+    MessageSequence,
+    StreamedMessage,
 )
+from test_cancellation import drain
 from test_errors import Stop, leaves
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    import pathlib
+    from collections.abc import AsyncIterable, AsyncIterator, Callable
 
 
 #: Seconds any one test may take before it fails instead of hanging.
@@ -185,3 +193,119 @@ async def test_an_outer_cancel_scope_still_cancels_the_forum_quietly() -> None:
             scope.cancel()
             await anyio.sleep_forever()
     assert scope.cancelled_caught
+
+
+# -- A stream from an iterable, cut by a cancellation -----------------------------------------
+
+
+def make_forum(store: str, tmp_path: pathlib.Path) -> Forum:
+    """A forum on a new MemoryStore, or on a new SQLite file in ``tmp_path``."""
+    return Forum(tmp_path / "forum.db") if store == "sqlite" else Forum()
+
+
+class SDKStream:
+    """An SDK-like stream: ``__aiter__``/``__anext__`` on an object, no ``aclose``.
+
+    It gives its tokens, sets ``sent``, then waits for a next chunk that never comes.
+    """
+
+    def __init__(self, tokens: list[str], sent: anyio.Event) -> None:
+        self._tokens = iter(tokens)
+        self._sent = sent
+
+    def __aiter__(self) -> SDKStream:
+        return self
+
+    async def __anext__(self) -> str:
+        await anyio.lowlevel.checkpoint()
+        for token in self._tokens:
+            return token
+        self._sent.set()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+
+async def generator_stream(tokens: list[str], sent: anyio.Event) -> AsyncIterator[str]:
+    """An async generator that gives its tokens, sets ``sent``, then waits forever."""
+    for token in tokens:
+        yield token
+    sent.set()
+    await anyio.sleep_forever()
+
+
+SOURCES: dict[str, Callable[[list[str], anyio.Event], AsyncIterable[str]]] = {
+    "async-generator": generator_stream,
+    "sdk-stream": SDKStream,
+}
+
+
+class Leaving(Exception):
+    """The body of ``async with forum:`` leaves with it: the forum cancels its calls."""
+
+
+async def cut_stream(forum: Forum, source: str, route: str) -> list[Message]:
+    """Cancel a call while its message streams from ``source``; return the call's branch.
+
+    ``route`` is how the call is cancelled: ``seq.cancel()`` on it ("sequence"), on the
+    call it is nested in ("caller"), a cancelled scope around ``async with forum:``
+    ("scope"), or the forum cancelling its calls as its body leaves with an exception
+    ("forum").
+    """
+    sent = anyio.Event()
+    sequences: list[MessageSequence] = []
+
+    @forum.agent
+    async def talker(ctx: InteractionContext) -> None:
+        ctx.respond(StreamedMessage(SOURCES[source](["Hel", "lo"], sent), model="m"))
+
+    @forum.agent
+    async def caller(ctx: InteractionContext) -> None:
+        inner = talker.ask(ctx.request_messages)
+        sequences.append(inner)
+        ctx.respond(inner)
+
+    with anyio.fail_after(LIMIT):
+        with anyio.CancelScope() as scope:
+            try:
+                async with forum:
+                    outer = (caller if route == "caller" else talker).ask("hi")
+                    if route != "caller":
+                        sequences.append(outer)
+                    await sent.wait()
+                    if route in ("sequence", "caller"):
+                        outer.cancel()
+                    elif route == "scope":
+                        scope.cancel()
+                    else:
+                        raise Leaving
+            except Leaving:
+                assert route == "forum"
+        assert scope.cancelled_caught == (route == "scope")
+        _, error = await drain(sequences[0])
+        async with forum:  # reopens the SQLite file, to read what was stored
+            branch = await forum.history(error.message)
+    return branch
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize("route", ["sequence", "caller", "scope", "forum"])
+async def test_a_stream_from_an_iterable_cut_by_cancellation_is_incomplete(
+    route: str, source: str, store: str, tmp_path: pathlib.Path
+) -> None:
+    """A message streamed from an async iterable and cut by a cancellation is incomplete.
+
+    However the call is cancelled, the message keeps the tokens it had, with its own
+    metadata and ``incomplete: True``, and the branch ends with AgentCancelled after it.
+    """
+    forum = make_forum(store, tmp_path)
+    branch = await cut_stream(forum, source, route)
+    cut, end = branch[-2:]
+    assert (cut.content, dict(cut.metadata)) == ("Hello", {"model": "m", "incomplete": True})
+    assert isinstance(end, ErrorMessage)
+    assert (end.error_type, end.parent, end.sender) == (
+        "agentforum.AgentCancelled",
+        cut.hash,
+        "talker",
+    )

@@ -416,6 +416,11 @@ class StreamedMessage:
                         await checkpoint()
         except Exception as exc:
             self._error = exc
+        except anyio.get_cancelled_exc_class():
+            # The call was cancelled while the tokens came: the message is cut short, not
+            # complete, although its log is closed below.
+            self._cut = True
+            raise
         finally:
             self._finish()
             aclose = getattr(self._source, "aclose", None)
