@@ -4,6 +4,8 @@
   agent errors nobody observed join it.
 - A message streamed from an async iterable (an SDK's stream) and cut by a cancellation is
   recorded ``incomplete``, whichever way the call was cancelled, on both stores.
+- A call that ends in ``AgentCancelled`` because a call nested in it was cancelled is a
+  cancellation too: never raised when the forum exits.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pytest
 
 from agentforum import (
     Agent,
+    AgentCancelled,
     AgentError,
     ErrorMessage,
     Forum,
@@ -309,3 +312,133 @@ async def test_a_stream_from_an_iterable_cut_by_cancellation_is_incomplete(
         cut.hash,
         "talker",
     )
+
+
+# -- A call whose nested call was cancelled ---------------------------------------------------
+
+
+class Nested:
+    """``parent``, whose call of ``inner`` (which sleeps until cancelled) is cancelled.
+
+    ``parent`` awaits the messages of its call of ``inner``, or responds with them
+    (``uses``), and does not handle the AgentCancelled this gives it.
+    """
+
+    def __init__(self, forum: Forum, uses: str) -> None:
+        self.started = anyio.Event()
+        self.sequences: list[MessageSequence] = []
+
+        @forum.agent
+        async def inner(ctx: InteractionContext) -> None:
+            self.started.set()
+            await anyio.sleep_forever()
+
+        @forum.agent
+        async def parent(ctx: InteractionContext) -> None:
+            await self.use(ctx, uses)
+
+        self.inner = inner
+        self.parent = parent
+
+    async def use(self, ctx: InteractionContext, uses: str) -> None:
+        """Call ``inner``, then await its messages or respond with its sequence."""
+        sequence = self.inner.ask("sub")
+        self.sequences.append(sequence)
+        if uses == "awaits":
+            await sequence.messages()
+        else:
+            ctx.respond(sequence)
+
+    async def cancel(self) -> None:
+        """Cancel the call of ``inner`` once it runs."""
+        await self.started.wait()
+        self.sequences[0].cancel()
+
+
+async def errors_in(forum: Forum) -> dict[str, ErrorMessage]:
+    """Every ErrorMessage of the forum's tree, by sender (one each, in these tests)."""
+    found: dict[str, ErrorMessage] = {}
+    pending: list[str | None] = [None]
+    while pending:
+        for message in await forum.store.children(pending.pop()):
+            if isinstance(message, ErrorMessage):
+                assert message.sender not in found
+                found[message.sender] = message
+            pending.append(message.hash)
+    return found
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("started", ["tell", "ask"])
+@pytest.mark.parametrize("uses", ["awaits", "responds"])
+async def test_a_call_ended_by_a_nested_cancellation_is_not_raised_at_exit(
+    uses: str, started: str
+) -> None:
+    """An agent whose nested call is cancelled while it waits on it ends cancelled, quietly.
+
+    The agent awaits the nested call's messages, or responds with its sequence, and does
+    not handle the AgentCancelled it gets. Its branch ends with an ``AgentCancelled``
+    ErrorMessage of its own (the inner content and type kept, as for any error that
+    propagates), which is a cancellation, not an agent error: the forum exits without
+    raising, whether the agent was told or asked and nobody read its responses.
+    """
+    forum = Forum()
+    nested = Nested(forum, uses)
+    with anyio.fail_after(LIMIT):
+        async with forum:
+            if started == "tell":
+                nested.parent.tell("question")
+            else:
+                nested.parent.ask("question")  # nobody reads its responses
+            await nested.cancel()
+    errors = await errors_in(forum)
+    assert sorted(errors) == ["inner", "parent"]
+    for error in errors.values():
+        assert (error.error_type, error.content) == (
+            "agentforum.AgentCancelled",
+            "the call was cancelled",
+        )
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("uses", ["awaits", "responds"])
+async def test_the_consumer_of_a_call_ended_by_a_nested_cancellation_gets_agent_cancelled(
+    uses: str,
+) -> None:
+    """Its consumer gets AgentCancelled, caused by the AgentCancelled the agent did not handle."""
+    forum = Forum()
+    nested = Nested(forum, uses)
+    with anyio.fail_after(LIMIT):
+        async with forum:
+            sequence = nested.parent.ask("question")
+            await nested.cancel()
+            _, error = await drain(sequence)
+    assert error.message.sender == "parent"
+    assert isinstance(error.__cause__, AgentCancelled)
+    assert error.__cause__.message.sender == "inner"
+
+
+@pytest.mark.anyio
+async def test_an_error_raised_while_handling_a_nested_cancellation_is_still_raised() -> None:
+    """An agent that turns the nested AgentCancelled into an error of its own fails for real.
+
+    Its error is an agent error like any other: raised when the forum exits if nobody
+    observed it.
+    """
+    forum = Forum()
+    nested = Nested(forum, "awaits")
+
+    @forum.agent
+    async def wrapper(ctx: InteractionContext) -> None:
+        try:
+            await nested.use(ctx, "awaits")
+        except AgentCancelled as exc:
+            raise LookupError("no answer from inner") from exc
+
+    with (
+        anyio.fail_after(LIMIT),
+        pytest.RaisesGroup(pytest.RaisesExc(AgentError, match="no answer from inner")),
+    ):
+        async with forum:
+            wrapper.tell("question")
+            await nested.cancel()

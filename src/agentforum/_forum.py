@@ -50,8 +50,8 @@ class Forum:
         strict_errors: Raise, when the ``async with`` block exits, the errors of agents that
             no consumer observed, as an :exc:`ExceptionGroup` of :exc:`AgentError` (after
             the body's exception, if it raised an :exc:`Exception`; a cancellation or
-            another :exc:`BaseException` from the body leaves alone). With ``False`` they
-            are only recorded in the tree.
+            another :exc:`BaseException` from the body leaves alone). A cancellation is
+            never one of them. With ``False`` they are only recorded in the tree.
 
     Raises:
         TypeError: ``store`` is not a store.
@@ -327,7 +327,13 @@ class Forum:
             # the exception leaves as the body raised it: returning False re-raises it, with
             # its own traceback and context.
             suppress = False
-        unobserved = [failure for failure in self._failures if not failure.observed]
+        # A cancellation is not an agent error, not even when an agent passed on one of a
+        # call nested in it: it is never raised here.
+        unobserved = [
+            failure
+            for failure in self._failures
+            if not (failure.observed or failure.is_cancellation)
+        ]
         self._failures = []
         if not (self.strict_errors and unobserved):
             return suppress

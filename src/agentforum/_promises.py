@@ -33,13 +33,15 @@ class Failure:
     cause: BaseException | None
     observed: bool = False
 
+    @property
+    def is_cancellation(self) -> bool:
+        """Whether the branch ended cancelled: its call's, or a nested call's not handled."""
+        return self.message.error_type == "agentforum.AgentCancelled"
+
     def exception(self) -> AgentError:
         """Return a new exception to raise to one consumer, and count the failure as seen."""
         self.observed = True
-        cls = (
-            AgentCancelled if self.message.error_type == "agentforum.AgentCancelled" else AgentError
-        )
-        error = cls(self.message)
+        error = (AgentCancelled if self.is_cancellation else AgentError)(self.message)
         error.__cause__ = self.cause
         return error
 
