@@ -6,22 +6,28 @@
   recorded ``incomplete``, whichever way the call was cancelled, on both stores.
 - A call that ends in ``AgentCancelled`` because a call nested in it was cancelled is a
   cancellation too: never raised when the forum exits.
+- A sync tool whose call is cancelled while its thread runs gives no result, on both
+  backends alike.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import traceback
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import anyio
 import anyio.from_thread
+import openai
 import pytest
 
 from agentforum import (
     Agent,
     AgentCancelled,
     AgentError,
+    CallMessage,
     ErrorMessage,
     Forum,
     InteractionContext,
@@ -29,6 +35,8 @@ from agentforum import (
     MessageSequence,
     StreamedMessage,
 )
+from agentforum.llms.openai import openai_agent
+from llm_server import SDK_GENERATOR_WARNING, Stream, ToolCall, calling, chat_server
 from test_cancellation import drain
 from test_errors import Stop, leaves
 
@@ -442,3 +450,89 @@ async def test_an_error_raised_while_handling_a_nested_cancellation_is_still_rai
         async with forum:
             wrapper.tell("question")
             await nested.cancel()
+
+
+# -- A sync tool running when its call is cancelled -------------------------------------------
+
+LOOKUP = ToolCall("call_1", "slow_lookup", '{"city": "Paris"}')
+
+
+@asynccontextmanager
+async def serving() -> AsyncIterator[tuple[list[int], openai.AsyncOpenAI]]:
+    """A loopback server that calls ``slow_lookup``, and a client of it.
+
+    Yields the list the number of requests the server got is appended to on the way out.
+    """
+    asked: list[int] = []
+    async with (
+        chat_server() as server,
+        openai.AsyncOpenAI(base_url=server.base_url, api_key="test-key", max_retries=0) as client,
+    ):
+        server.reply(calling(LOOKUP), Stream(["Sunny."]))
+        yield asked, client
+        asked.append(len(server.requests))
+
+
+async def cancel_while_a_sync_tool_runs(route: str) -> tuple[list[Message], int]:
+    """Cancel a model's call while its sync tool's thread runs; return its branch, requests.
+
+    The tool tells the event loop it runs, then waits until the call has been cancelled:
+    the order is fixed by events, never by time.
+    """
+    running = anyio.Event()
+    release = threading.Event()
+
+    def slow_lookup(city: str) -> str:
+        """Look the weather up, slowly."""
+        anyio.from_thread.run_sync(running.set)
+        release.wait()
+        return f"sunny in {city}"
+
+    forum = Forum()
+    with anyio.fail_after(LIMIT):
+        async with serving() as (asked, client):
+            gpt = forum.agent(
+                openai_agent(model="gpt-test", client=client, tools=[slow_lookup]), alias="gpt"
+            )
+            with anyio.CancelScope() as scope:
+                async with forum:
+                    sequence = gpt.ask("Weather in Paris?")
+                    try:
+                        await running.wait()
+                        if route == "sequence":
+                            sequence.cancel()
+                        else:
+                            scope.cancel()
+                    finally:
+                        release.set()  # the thread returns after the cancellation
+            _, error = await drain(sequence)
+        branch = await forum.history(error.message, include_calls=True)
+    return branch, asked[0]
+
+
+@pytest.mark.filterwarnings(f"ignore:{SDK_GENERATOR_WARNING}:ResourceWarning")
+@pytest.mark.parametrize("route", ["sequence", "scope"])
+def test_a_sync_tool_cancelled_while_it_runs_gives_no_result_on_either_backend(
+    route: str,
+) -> None:
+    """The same program records the same tree on asyncio and Trio: no tool result.
+
+    The tool's thread runs to its end (the call waits for it), but its result comes after
+    the cancellation: it is not recorded. The branch is the question, the call, the turn
+    that called the tool and the AgentCancelled end; the model is asked once.
+    """
+    trees = {}
+    for backend, options in (("asyncio", {"debug": True}), ("trio", {})):
+        branch, requests = anyio.run(
+            cancel_while_a_sync_tool_runs, route, backend=backend, backend_options=options
+        )
+        assert requests == 1
+        assert [type(message) for message in branch] == [
+            Message,
+            CallMessage,
+            Message,
+            ErrorMessage,
+        ], backend
+        assert "tool_calls" in branch[2].metadata
+        trees[backend] = [message.hash for message in branch]
+    assert trees["asyncio"] == trees["trio"]
