@@ -3,6 +3,10 @@
 - Nesting: metadata and keyword arguments are refused past 100 levels (``TypeError``) even
   when the depth comes from :class:`FrozenDict` objects nested in each other, and anything
   accepted round-trips through the encoding, an :class:`SQLiteStore` and export/import.
+- Content: refused at the call site with ``TypeError`` when it is nested without end or is
+  a str that is not valid Unicode, never later as an agent's failure.
+- The cache index: an entry that does not continue its call's own branch is a miss,
+  reported with an :class:`IntegrityWarning`, and every entry is checked by ``fsck``.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
@@ -240,3 +244,112 @@ def test_a_value_is_accepted_exactly_when_within_the_limit_and_then_round_trips(
             await store.aclose()
 
     assert anyio.run(put_and_get) == [message, call]
+
+
+# -- content ---------------------------------------------------------------------------------------
+
+
+def deeply_nested(levels: int) -> list[Any]:
+    """The request "x" inside ``levels`` nested lists."""
+    content: list[Any] = ["x"]
+    for _ in range(levels - 1):
+        content = [content]
+    return content
+
+
+def self_containing() -> list[Any]:
+    """A list that holds itself: content nested without end."""
+    content: list[Any] = ["x"]
+    content.append(content)
+    return content
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "content", [deeply_nested(10_000), self_containing()], ids=["deep", "loop"]
+)
+async def test_content_nested_without_end_is_a_type_error_at_the_call_site(
+    content: list[Any],
+) -> None:
+    """Content nested 10,000 lists deep (or holding itself) raises TypeError where it is given.
+
+    Never a RecursionError, and nothing is scheduled: ask, tell, send_request and respond
+    all refuse it at once.
+    """
+    forum = Forum()
+    refusals: list[str] = []
+
+    @forum.agent
+    async def echo(ctx: InteractionContext) -> None:
+        try:
+            ctx.respond(content)
+        except TypeError as exc:
+            refusals.append(str(exc))
+        ctx.respond("fine")
+
+    match = "respond\\(\\)|ask\\(\\)|send_request\\(\\)"
+    async with forum:
+        with pytest.raises(TypeError, match=r"^ask\(\): content is nested more than 100 levels"):
+            echo.ask(content)
+        with pytest.raises(TypeError, match=r"^ask\(\): content is nested more than 100 levels"):
+            echo.tell(content)
+        call = echo.start_asking()
+        with pytest.raises(TypeError, match=r"^send_request\(\): content is nested more than"):
+            call.send_request(content)
+        assert await call.response_sequence().last()
+        assert (await echo.ask("q").last()).content == "fine"
+        assert await all_messages(forum.store) != []
+    assert re.match(match, refusals[0])
+    assert refusals[0].startswith("respond(): content is nested more than 100 levels")
+
+
+@pytest.mark.anyio
+async def test_content_nested_within_the_limit_is_flattened() -> None:
+    """100 nested lists are content like any other: their strings are the requests, in order."""
+    forum = Forum()
+
+    @forum.agent
+    async def count(ctx: InteractionContext) -> None:
+        ctx.respond(str(len(await ctx.request_messages.messages())))
+
+    async with forum:
+        assert (await count.ask([deeply_nested(99), "y"]).last()).content == "2"
+
+
+LONE = "ab\udc00c"
+
+
+@pytest.mark.anyio
+async def test_a_lone_surrogate_in_content_is_a_type_error_at_the_call_site(tmp_path: Path) -> None:
+    """A str with a lone surrogate given as content raises TypeError naming where and the index.
+
+    At ask, tell, send_request and respond, before anything is scheduled or stored, rather
+    than as the call's failure ("agent failed") later.
+    """
+    path = tmp_path / "forum.db"
+    forum = Forum(path)
+    refusals: list[str] = []
+
+    @forum.agent
+    async def echo(ctx: InteractionContext) -> None:
+        try:
+            ctx.respond(["ok", LONE])
+        except TypeError as exc:
+            refusals.append(str(exc))
+        ctx.respond("fine")
+
+    text = "is not valid Unicode text (lone surrogate at index 2)"
+    async with forum:
+        for method in (echo.ask, echo.tell):
+            with pytest.raises(TypeError, match=re.escape(f"ask(): content[1] {text}")):
+                method(["ok", LONE])
+        with pytest.raises(TypeError, match=re.escape(f"ask(): content {text}")):
+            echo.ask(LONE)
+        assert await all_messages(forum.store) == []
+        call = echo.start_asking()
+        with pytest.raises(TypeError, match=re.escape(f"send_request(): content {text}")):
+            call.send_request(LONE)
+        answers = await call.response_sequence().messages()
+    assert [answer.content for answer in answers] == ["fine"]
+    assert refusals == [f"respond(): content[1] {text}"]
+    assert_sound(path)
