@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import sqlite3
 import subprocess
 import sys
 from typing import TYPE_CHECKING, Any
@@ -22,10 +24,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agentforum import (
+    AgentError,
     CallMessage,
     Forum,
     FrozenDict,
+    IntegrityError,
+    IntegrityWarning,
     InteractionContext,
+    MemoryStore,
     Message,
     MessageStore,
     SQLiteStore,
@@ -34,30 +40,28 @@ from agentforum import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
     from pathlib import Path
 
 #: The deepest nesting a metadata or kwargs value may have (documented in docs/hashing.md).
 LIMIT = 100
 
 
-def agentforum(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    """Run the real ``agentforum`` entry point (``python -m agentforum ARGS``)."""
-    return subprocess.run(
-        [sys.executable, "-m", "agentforum", *map(str, args)],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=60,
-        check=False,
+async def agentforum(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """Run the real ``agentforum`` entry point (``python -m agentforum ARGS``) in a process."""
+    done = await anyio.run_process(
+        [sys.executable, "-m", "agentforum", *map(str, args)], check=False
     )
+    stdout, stderr = done.stdout.decode(), done.stderr.decode()
+    return subprocess.CompletedProcess(done.args, done.returncode, stdout, stderr)
 
 
-def assert_sound(path: Path) -> None:
+async def assert_sound(path: Path) -> None:
     """``fsck`` passes on the database at ``path``, and ``export`` of it works."""
-    fsck = agentforum("fsck", "--db", path)
+    fsck = await agentforum("fsck", "--db", path)
     assert fsck.returncode == 0, fsck.stdout + fsck.stderr
     assert "sound" in fsck.stdout
-    export = agentforum("export", "--db", path)
+    export = await agentforum("export", "--db", path)
     assert export.returncode == 0, export.stderr
     assert "Traceback" not in export.stderr
 
@@ -135,10 +139,10 @@ async def test_a_message_at_the_limit_round_trips_through_sqlite_and_export(
         assert await store.verify() == []
     finally:
         await store.aclose()
-    assert_sound(path)
+    await assert_sound(path)
     bundle = tmp_path / "deep.jsonl"
-    assert agentforum("export", "--db", path, "-o", bundle).returncode == 0
-    imported = agentforum("import", bundle, "--db", tmp_path / "copy.db")
+    assert (await agentforum("export", "--db", path, "-o", bundle)).returncode == 0
+    imported = await agentforum("import", bundle, "--db", tmp_path / "copy.db")
     assert imported.returncode == 0, imported.stderr
     copy = SQLiteStore(tmp_path / "copy.db", create=False)
     try:
@@ -178,7 +182,7 @@ async def test_deep_kwargs_and_metadata_are_refused_at_the_call_site(tmp_path: P
         assert len(refusals) == 1
         assert refusals[0].startswith("metadata['meta']")
         assert len(await all_messages(forum.store)) == 3  # request, call, answer
-    assert_sound(path)
+    await assert_sound(path)
 
 
 #: Each level of a nested value: a list, a tuple, a dict, or a FrozenDict of the level below.
@@ -352,4 +356,164 @@ async def test_a_lone_surrogate_in_content_is_a_type_error_at_the_call_site(tmp_
         answers = await call.response_sequence().messages()
     assert [answer.content for answer in answers] == ["fine"]
     assert refusals == [f"respond(): content[1] {text}"]
-    assert_sound(path)
+    await assert_sound(path)
+
+
+# -- the cache index -------------------------------------------------------------------------------
+
+
+class Counted:
+    """An agent function that answers ``<request> #<run>`` and ``(end of run <run>)``.
+
+    Its answer changes from run to run, so a test sees whether a call ran it or was answered
+    from the cache; two responses, so that their order in a cache entry matters.
+    """
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    async def __call__(self, ctx: InteractionContext) -> None:
+        self.runs += 1
+        requests = [(await promise).content async for promise in ctx.request_messages]
+        ctx.respond(f"{' '.join(requests)} #{self.runs}")
+        ctx.respond(f"(end of run {self.runs})")
+
+
+async def ask(path: Path | MessageStore, counted: Counted, question: str) -> list[Message]:
+    """Ask ``question`` of a cached agent running ``counted``, in a forum on ``path``."""
+    forum = Forum(path)
+    agent = forum.agent(counted, alias="counted")
+    async with forum:
+        answer = await agent.ask(question).messages()
+    return answer
+
+
+def raw_cache(path: Path, call: str, responses: str) -> None:
+    """Set the ``responses`` of the cache row of ``call`` with sqlite3, as a tamperer would."""
+    with sqlite3.connect(path) as connection:
+        connection.execute("UPDATE cache SET responses = ? WHERE call = ?", (responses, call))
+    connection.close()
+
+
+#: Tamperings of a cache entry, each given (the call's answer, another call's answer).
+TAMPERINGS: dict[str, Callable[[list[Message], list[Message]], str]] = {
+    "another call's answer": lambda own, other: json.dumps([m.hash for m in other]),
+    "reordered": lambda own, other: json.dumps([m.hash for m in reversed(own)]),
+    "one response dropped": lambda own, other: json.dumps([own[1].hash]),
+    "a response not stored": lambda own, other: json.dumps([own[0].hash, "e" * 64]),
+    "not JSON": lambda own, other: "not json",
+    "not a list": lambda own, other: json.dumps({"responses": [m.hash for m in own]}),
+    "not hashes": lambda own, other: json.dumps([own[0].hash[:10], 1]),
+    "nested without end": lambda own, other: "[" * 100_000,
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("tampering", TAMPERINGS)
+async def test_a_tampered_cache_entry_is_a_miss_reported_by_a_warning_and_by_fsck(
+    tmp_path: Path, tampering: str
+) -> None:
+    """An edited cache row never answers a call: the agent runs, and fsck lists the row.
+
+    The call gets its own, fresh answer (never another call's); an IntegrityWarning names
+    the call and says to run fsck; the fresh answer replaces the entry, so the store is
+    sound again and the next identical call is answered from the cache, without a warning.
+    """
+    path = tmp_path / "forum.db"
+    counted = Counted()
+    own = await ask(path, counted, "first")
+    other = await ask(path, counted, "second")
+    call = own[0].parent
+    assert call is not None
+    raw_cache(path, call, TAMPERINGS[tampering](own, other))
+
+    fsck = await agentforum("fsck", "--db", path)
+    assert fsck.returncode == 1
+    assert "Traceback" not in fsck.stderr
+    assert any(line.startswith(f"{call}: ") for line in fsck.stdout.splitlines()), fsck.stdout
+
+    with pytest.warns(IntegrityWarning) as caught:
+        again = await ask(path, counted, "first")
+    assert len(caught) == 1
+    assert call in str(caught[0].message)
+    assert "agentforum fsck" in str(caught[0].message)
+    assert counted.runs == 3
+    assert [message.content for message in again] == ["first #3", "(end of run 3)"]
+    assert again[0].parent == call
+    await assert_sound(path)
+    assert await ask(path, counted, "first") == again  # from the cache, no warning
+    assert counted.runs == 3
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("responses", ["not json", "[1]", '["abc"]', "{}", "[" * 100_000])
+async def test_get_cached_raises_integrity_error_for_a_corrupted_entry(
+    tmp_path: Path, responses: str
+) -> None:
+    """SQLiteStore.get_cached refuses a responses value that is not a JSON list of hashes."""
+    path = tmp_path / "forum.db"
+    own = await ask(path, Counted(), "first")
+    call = own[0].parent
+    assert call is not None
+    raw_cache(path, call, responses)
+    store = SQLiteStore(path)
+    try:
+        with pytest.raises(IntegrityError, match=f"cache entry of call {call}"):
+            await store.get_cached(call)
+        (problem,) = await store.verify()
+    finally:
+        await store.aclose()
+    assert problem.hash == call
+    assert "not a list of message hashes" in problem.reason
+
+
+class Forgetful(MemoryStore):
+    """A MemoryStore whose cache index gives, for one call, another call's answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.swap: dict[str, str] = {}
+
+    async def get_cached(self, call_hash: str) -> Sequence[str] | None:
+        return await super().get_cached(self.swap.get(call_hash, call_hash))
+
+    @classmethod
+    async def answering_wrong(cls, counted: Counted) -> tuple[Forgetful, str]:
+        """A store where ``counted`` answered "first" and "second"; the call of "first"
+        (whose hash is returned) gets the answer of "second" from the cache index."""
+        store = cls()
+        own = await ask(store, counted, "first")
+        other = await ask(store, counted, "second")
+        assert own[0].parent is not None
+        assert other[0].parent is not None
+        store.swap[own[0].parent] = other[0].parent
+        return store, own[0].parent
+
+
+@pytest.mark.anyio
+async def test_a_store_that_answers_with_another_calls_responses_is_not_believed() -> None:
+    """Whatever store gives a wrong cache entry, the call runs its agent and warns."""
+    counted = Counted()
+    store, _ = await Forgetful.answering_wrong(counted)
+    with pytest.warns(IntegrityWarning, match="does not continue the branch of the call"):
+        again = await ask(store, counted, "first")
+    assert [message.content for message in again] == ["first #3", "(end of run 3)"]
+
+
+@pytest.mark.anyio
+async def test_with_warnings_as_errors_a_wrong_cache_entry_fails_the_call() -> None:
+    """Where IntegrityWarning is an error (as in this test suite), the call ends with it.
+
+    Its branch ends with an ErrorMessage of type ``agentforum.IntegrityWarning``, and the
+    agent does not run: nothing is answered from a cache entry that is wrong.
+    """
+    counted = Counted()
+    store, call = await Forgetful.answering_wrong(counted)
+    forum = Forum(store)
+    agent = forum.agent(counted, alias="counted")
+    async with forum:
+        with pytest.raises(AgentError) as failed:
+            await agent.ask("first").messages()
+    assert failed.value.message.error_type == "agentforum.IntegrityWarning"
+    assert failed.value.message.parent == call
+    assert counted.runs == 2
