@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 
 #: The deepest nesting a metadata or kwargs value may have (documented in docs/hashing.md).
 LIMIT = 100
+#: The most lists content may nest (documented in docs/concepts.md).
+MAX_CONTENT_NESTING = 100
 
 
 async def agentforum(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -221,8 +223,9 @@ def nested_values(draw: st.DrawFn) -> tuple[object, int]:
     return value, depth
 
 
-@given(nested_values())
-def test_a_value_is_accepted_exactly_when_within_the_limit_and_then_round_trips(
+@given(drawn=nested_values())
+@pytest.mark.anyio
+async def test_a_value_is_accepted_exactly_when_within_the_limit_and_then_round_trips(
     tmp_path: Path, drawn: tuple[object, int]
 ) -> None:
     """For all nested values: accepted iff nested at most 100 levels inside the metadata;
@@ -238,16 +241,12 @@ def test_a_value_is_accepted_exactly_when_within_the_limit_and_then_round_trips(
     call = CallMessage(receiver="r", kwargs={"k": value}, parent=message.hash)
     for each in (message, call):
         assert decode_message(encode_message(each)) == each
-
-    async def put_and_get() -> list[Message]:
-        store = SQLiteStore(tmp_path / "property.db")
-        try:
-            await store.put_many([message, call])
-            return [await store.get(message.hash), await store.get(call.hash)]
-        finally:
-            await store.aclose()
-
-    assert anyio.run(put_and_get) == [message, call]
+    store = SQLiteStore(tmp_path / "property.db")
+    try:
+        await store.put_many([message, call])
+        assert [await store.get(message.hash), await store.get(call.hash)] == [message, call]
+    finally:
+        await store.aclose()
 
 
 # -- content ---------------------------------------------------------------------------------------
@@ -318,6 +317,38 @@ async def test_content_nested_within_the_limit_is_flattened() -> None:
 
     async with forum:
         assert (await count.ask([deeply_nested(99), "y"]).last()).content == "2"
+
+
+@given(
+    texts=st.lists(st.text(st.characters(codec="utf-8"), max_size=3), min_size=1, max_size=4),
+    depth=st.integers(1, MAX_CONTENT_NESTING + 10),
+    at=st.integers(0, 3),
+)
+@pytest.mark.anyio
+async def test_content_is_accepted_exactly_when_nested_within_the_limit(
+    texts: list[str], depth: int, at: int
+) -> None:
+    """For all content: a text ``depth`` lists deep (beside others) is refused iff depth > 100.
+
+    Accepted content gives the agent its texts as requests, in order, however nested.
+    """
+    inner: Any = texts[at % len(texts)]
+    for _ in range(depth):
+        inner = [inner]
+    content = [*texts[: at % len(texts)], inner, *texts[at % len(texts) + 1 :]]
+    forum = Forum()
+
+    @forum.agent
+    async def echo(ctx: InteractionContext) -> None:
+        ctx.respond([message.content for message in await ctx.request_messages.messages()])
+
+    async with forum:
+        if depth + 1 > MAX_CONTENT_NESTING:
+            with pytest.raises(TypeError, match=r"^ask\(\): content is nested more than 100"):
+                echo.ask(content)
+        else:
+            answer = await echo.ask(content).messages()
+            assert [message.content for message in answer] == texts
 
 
 LONE = "ab\udc00c"
