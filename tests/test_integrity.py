@@ -419,7 +419,7 @@ async def ask(path: Path | MessageStore, counted: Counted, question: str) -> lis
     return answer
 
 
-def raw_cache(path: Path, call: str, responses: str) -> None:
+def raw_cache(path: Path, call: str, responses: str | bytes) -> None:
     """Set the ``responses`` of the cache row of ``call`` with sqlite3, as a tamperer would."""
     with sqlite3.connect(path) as connection:
         connection.execute("UPDATE cache SET responses = ? WHERE call = ?", (responses, call))
@@ -477,11 +477,17 @@ async def test_a_tampered_cache_entry_is_a_miss_reported_by_a_warning_and_by_fsc
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("responses", ["not json", "[1]", '["abc"]', "{}", "[" * 100_000])
+@pytest.mark.parametrize(
+    "responses", ["not json", "[1]", '["abc"]', "{}", "[" * 100_000, b"\xff[]"]
+)
 async def test_get_cached_raises_integrity_error_for_a_corrupted_entry(
-    tmp_path: Path, responses: str
+    tmp_path: Path, responses: str | bytes
 ) -> None:
-    """SQLiteStore.get_cached refuses a responses value that is not a JSON list of hashes."""
+    """SQLiteStore.get_cached refuses a responses value that is not a JSON list of hashes.
+
+    Whatever it is: not JSON, JSON of another shape, nested without end, a blob that is
+    not UTF-8. verify() reports it under the call's hash.
+    """
     path = tmp_path / "forum.db"
     own = await ask(path, Counted(), "first")
     call = own[0].parent
@@ -496,6 +502,34 @@ async def test_get_cached_raises_integrity_error_for_a_corrupted_entry(
         await store.aclose()
     assert problem.hash == call
     assert "not a list of message hashes" in problem.reason
+
+
+@pytest.mark.anyio
+async def test_a_cached_response_altered_in_the_store_is_a_miss_reported_by_a_warning(
+    tmp_path: Path,
+) -> None:
+    """A cache hit whose response row was edited (it no longer hashes to its hash) is a miss.
+
+    The call runs its agent and gets its own answer; the warning names the call and the
+    altered message; fsck still lists the altered row, which no call reads any more.
+    """
+    path = tmp_path / "forum.db"
+    counted = Counted()
+    own = await ask(path, counted, "first")
+    call = own[0].parent
+    edited = Message(content="edited", sender="counted", parent=call)
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "UPDATE messages SET encoding = ? WHERE hash = ?",
+            (encode_message(edited), own[0].hash),
+        )
+    connection.close()
+    with pytest.warns(IntegrityWarning, match=f"call {call} .* message {own[0].hash}"):
+        again = await ask(path, counted, "first")
+    assert [message.content for message in again] == ["first #2", "(end of run 2)"]
+    fsck = await agentforum("fsck", "--db", path)
+    assert fsck.returncode == 1
+    assert fsck.stdout.splitlines() == [f"{own[0].hash}: its fields do not hash to its hash"]
 
 
 class Forgetful(MemoryStore):
