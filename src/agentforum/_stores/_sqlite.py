@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Final, TypeVar
 import anyio.to_thread
 
 from .._exceptions import AmbiguousHashError, IntegrityError, MessageNotFoundError, StoreError
-from .._messages import ForwardedMessage, Message, decode_message, encode_message
+from .._messages import ForwardedMessage, Message, decode_message, encode_message, is_hash
+from ._cache import Node, cache_problems, check_entry
 from ._memory import check_prefix, check_ref_name, links
 from ._protocol import IntegrityProblem, MessageStore
 
@@ -89,6 +90,36 @@ def _decode(key: str, encoding: bytes) -> Message:
             f"message {key} is stored with fields that hash to {message.hash}: it was altered"
         )
     return message
+
+
+def _responses(text: object) -> tuple[str, ...] | None:
+    """The hashes of a cache row's ``responses``; ``None`` if it is not a JSON list of them."""
+    try:
+        responses = json.loads(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError, RecursionError):
+        return None
+    if not isinstance(responses, list) or not all(map(is_hash, responses)):
+        return None
+    return tuple(responses)
+
+
+def _nodes(connection: sqlite3.Connection) -> Callable[[str], Node | None]:
+    """Look up the kind and parent of a stored message (by its columns) in ``connection``."""
+
+    def node(hash: str) -> Node | None:
+        row = connection.execute(
+            "SELECT kind, parent FROM messages WHERE hash = ?", (hash,)
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    return node
+
+
+def _cache_problems(connection: sqlite3.Connection) -> list[IntegrityProblem]:
+    """Check every row of the cache table (see ``_cache.entry_problems``)."""
+    rows = connection.execute("SELECT call, responses FROM cache").fetchall()
+    entries = [(str(call), _responses(responses)) for call, responses in rows]
+    return cache_problems(entries, _nodes(connection))
 
 
 #: Seconds a connection waits for another process's lock before "database is locked".
@@ -401,7 +432,15 @@ class SQLiteStore(MessageStore):
             row = connection.execute(
                 "SELECT responses FROM cache WHERE call = ?", (call_hash,)
             ).fetchone()
-            return None if row is None else tuple(json.loads(row[0]))
+            if row is None:
+                return None
+            responses = _responses(row[0])
+            if responses is None:
+                raise IntegrityError(
+                    f"the cache entry of call {call_hash} is corrupted: its responses are "
+                    "not a JSON list of message hashes"
+                )
+            return responses
 
         return await self._run(select)
 
@@ -409,12 +448,7 @@ class SQLiteStore(MessageStore):
         responses = list(response_hashes)
 
         def upsert(connection: sqlite3.Connection) -> None:
-            for key in (call_hash, *responses):
-                if not connection.execute(
-                    "SELECT 1 FROM messages WHERE hash = ?", (key,)
-                ).fetchone():
-                    what = "call" if key == call_hash else "response"
-                    raise MessageNotFoundError(f"{what} {key} is not in the store")
+            check_entry(call_hash, responses, _nodes(connection))
             connection.execute(
                 "INSERT INTO cache (call, responses) VALUES (?, ?) "
                 "ON CONFLICT (call) DO UPDATE SET responses = excluded.responses",
@@ -455,14 +489,7 @@ class SQLiteStore(MessageStore):
             for name, key in connection.execute("SELECT name, hash FROM refs")
             if key not in known
         )
-        for call, responses in connection.execute("SELECT call, responses FROM cache"):
-            if call not in known:
-                problems.append(IntegrityProblem(call, "a cached call is not in the store"))
-            problems.extend(
-                IntegrityProblem(call, f"cached response {response} is not in the store")
-                for response in json.loads(responses)
-                if response not in known
-            )
+        problems.extend(_cache_problems(connection))
         return problems
 
     async def aclose(self) -> None:
