@@ -342,21 +342,6 @@ async def test_awaiting_a_promise_that_was_never_placed_raises_and_observes_the_
     assert info.value.message.error_type == "agentforum.MessageNotFoundError"
 
 
-async def test_the_body_exception_propagates_instead_of_the_agent_errors() -> None:
-    """When the body raises, its exception propagates; unobserved agent errors don't replace it."""
-    forum = Forum()
-
-    @forum.agent
-    async def failing(ctx: InteractionContext) -> None:
-        raise ValueError("unseen")
-
-    with anyio.fail_after(5), pytest.RaisesGroup(KeyError, allow_unwrapped=True):
-        async with forum:
-            failing.tell("q")
-            await anyio.wait_all_tasks_blocked()
-            raise KeyError("body")
-
-
 async def test_a_base_exception_from_an_agent_is_not_swallowed() -> None:
     """A BaseException that is not an Exception, raised by an agent, leaves `async with forum`."""
     forum = Forum()

@@ -322,9 +322,10 @@ async def test_verify_reports_dangling_refs_and_cache_entries(tmp_path: pathlib.
     finally:
         await store.aclose()
     reasons = sorted((problem.hash, problem.reason) for problem in problems)
-    assert len(reasons) == 3
+    assert len(reasons) == 4
     assert any("ref 'main'" in reason for _, reason in reasons)
     assert any(key == a.hash and missing in reason for key, reason in reasons)
+    assert any(key == a.hash and "not a call" in reason for key, reason in reasons)
     assert any(key == missing and "cached call" in reason for key, reason in reasons)
 
 

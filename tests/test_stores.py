@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import random
+import sqlite3
 import tempfile
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -560,14 +562,42 @@ async def test_cache_put_and_get(store: MessageStore) -> None:
     root, call, reply, forward, error = every_kind()
     await store.put_many([root, call, reply, forward, error])
     assert await store.get_cached(call.hash) is None
-    await store.put_cached(call.hash, [forward.hash, reply.hash])
-    assert list(await store.get_cached(call.hash) or ()) == [forward.hash, reply.hash]
+    await store.put_cached(call.hash, [reply.hash, forward.hash])
+    assert list(await store.get_cached(call.hash) or ()) == [reply.hash, forward.hash]
     await store.put_cached(call.hash, [reply.hash])
     assert list(await store.get_cached(call.hash) or ()) == [reply.hash]
-    await store.put_cached(root.hash, [])
-    cached = await store.get_cached(root.hash)
+    await store.put_cached(call.hash, [])
+    cached = await store.get_cached(call.hash)
     assert cached is not None
     assert list(cached) == []
+    assert await store.verify() == []
+
+
+@pytest.mark.parametrize(
+    ("key", "responses", "reason"),
+    [
+        ("root", [], "key is a message of kind 'message', not a call"),
+        ("error", [], "key is a message of kind 'error', not a call"),
+        ("call", ["forward", "reply"], "response .* does not continue the branch of the call"),
+        ("call", ["forward"], "response .* does not continue the branch of the call"),
+        ("call", ["reply", "reply"], "response .* does not continue the branch of the call"),
+        ("call", ["reply", "error"], "response .* does not continue the branch of the call"),
+    ],
+)
+async def test_cache_entry_that_is_not_the_calls_branch_is_refused(
+    store: MessageStore, key: str, responses: list[str], reason: str
+) -> None:
+    """put_cached records only a call's own branch: ValueError otherwise, nothing recorded."""
+    root, call, reply, forward, error = every_kind()
+    named = {"root": root, "call": call, "reply": reply, "forward": forward, "error": error}
+    await store.put_many(named.values())
+    await store.put_cached(call.hash, [reply.hash])
+    with pytest.raises(ValueError, match=f"^cannot record a cache entry for {named[key].hash}: "):
+        await store.put_cached(named[key].hash, [named[each].hash for each in responses])
+    with pytest.raises(ValueError, match=reason):
+        await store.put_cached(named[key].hash, [named[each].hash for each in responses])
+    assert list(await store.get_cached(call.hash) or ()) == [reply.hash]
+    assert await store.get_cached(root.hash) is None
     assert await store.verify() == []
 
 
@@ -581,6 +611,74 @@ async def test_cache_with_unknown_call_or_response_raises(store: MessageStore) -
         await store.put_cached(call.hash, [root.hash, UNKNOWN])
     assert await store.get_cached(UNKNOWN) is None
     assert await store.get_cached(call.hash) is None
+
+
+def edit_cache(store: MessageStore, entries: dict[str, list[str]]) -> None:
+    """Write cache entries behind the store's back, as a tamperer (or a bad disk) would.
+
+    With sqlite3 in an SQLiteStore's file; in a MemoryStore's private index (white box: a
+    MemoryStore lets nothing else write there).
+    """
+    if isinstance(store, SQLiteStore):
+        with contextlib.closing(sqlite3.connect(store.path)) as connection, connection:
+            connection.executemany(
+                "INSERT OR REPLACE INTO cache (call, responses) VALUES (?, ?)",
+                [(call, json.dumps(responses)) for call, responses in entries.items()],
+            )
+    else:
+        assert isinstance(store, MemoryStore)
+        store._cache.update((call, tuple(responses)) for call, responses in entries.items())
+
+
+async def test_verify_reports_every_cache_entry_that_is_not_its_calls_branch(
+    store: MessageStore,
+) -> None:
+    """verify() checks every cache entry: its key a stored call, its responses the call's branch.
+
+    One problem per thing wrong, under the call's hash: another call's answer, responses
+    reordered, missing, not stored, a key that is not a call or not stored.
+    """
+    root, call, reply, forward, error = every_kind()
+    other = CallMessage(receiver="other", parent=root.hash)
+    other_reply = message("other's answer", other)
+    lone = CallMessage(receiver="lone", parent=reply.hash)
+    await store.put_many([root, call, reply, forward, error, other, other_reply, lone])
+    await store.put_cached(call.hash, [reply.hash, forward.hash])
+    await store.put_cached(other.hash, [other_reply.hash])
+    assert await store.verify() == []
+    edit_cache(
+        store,
+        {
+            call.hash: [forward.hash, reply.hash],
+            other.hash: [reply.hash],
+            lone.hash: [UNKNOWN],
+            root.hash: [],
+            UNKNOWN: [],
+        },
+    )
+    problems = sorted((problem.hash, problem.reason) for problem in await store.verify())
+    assert problems == sorted(
+        [
+            (
+                call.hash,
+                f"cached response {forward.hash} does not continue the branch of the "
+                f"call (its parent is {reply.hash}, not {call.hash})",
+            ),
+            (
+                call.hash,
+                f"cached response {reply.hash} does not continue the branch of the "
+                f"call (its parent is {call.hash}, not {forward.hash})",
+            ),
+            (
+                other.hash,
+                f"cached response {reply.hash} does not continue the branch of the "
+                f"call (its parent is {call.hash}, not {other.hash})",
+            ),
+            (lone.hash, f"cached response {UNKNOWN} is not in the store"),
+            (root.hash, "a cache entry's key is a message of kind 'message', not a call"),
+            (UNKNOWN, "a cached call is not in the store"),
+        ]
+    )
 
 
 # -- integrity and closing --------------------------------------------------------------------
@@ -687,6 +785,12 @@ class StoreMachine(RuleBasedStateMachine):
 
     def model_children(self, key: str | None) -> list[str]:
         return sorted(h for h, each in self.messages.items() if each.parent == key)
+
+    def model_is_branch(self, call: Message, responses: list[Message]) -> bool:
+        parents = [call.hash, *(each.hash for each in responses)][:-1]
+        return isinstance(call, CallMessage) and all(
+            each.parent == parent for each, parent in zip(responses, parents, strict=True)
+        )
 
     def put(self, new: Message) -> Message:
         self.call(self.store.put, new)
@@ -799,11 +903,29 @@ class StoreMachine(RuleBasedStateMachine):
     def get_ref(self, name: str) -> None:
         assert self.call(self.store.get_ref, name) == self.refs.get(name)
 
+    def record(self, call: Message, responses: list[Message]) -> None:
+        """put_cached: recorded if the responses are the call's branch, refused if not."""
+        hashes = [each.hash for each in responses]
+        if self.model_is_branch(call, responses):
+            self.call(self.store.put_cached, call.hash, hashes)
+            self.cache[call.hash] = tuple(hashes)
+        else:
+            with pytest.raises(ValueError, match="cannot record a cache entry"):
+                self.call(self.store.put_cached, call.hash, hashes)
+
     @rule(call=stored, responses=st.lists(stored, max_size=3))
     def put_cached(self, call: Message, responses: list[Message]) -> None:
-        hashes = [each.hash for each in responses]
-        self.call(self.store.put_cached, call.hash, hashes)
-        self.cache[call.hash] = tuple(hashes)
+        self.record(call, responses)
+
+    @rule(call=stored, length=st.integers(0, 3), seed=st.integers(0, 1000))
+    def put_cached_branch(self, call: Message, length: int, seed: int) -> None:
+        # A branch below the call, as a call's responses are: down a random child each time.
+        responses: list[Message] = []
+        children = self.model_children(call.hash)
+        while children and len(responses) < length:
+            responses.append(self.messages[random.Random(seed).choice(children)])
+            children = self.model_children(responses[-1].hash)
+        self.record(call, responses)
 
     @rule(call=stored, responses=st.lists(stored, max_size=2))
     def put_cached_unknown_response(self, call: Message, responses: list[Message]) -> None:

@@ -855,16 +855,19 @@ async def test_white_box_verify_reports_every_kind_of_problem() -> None:
     root = Message(content="root", sender="user")
     child = Message(content="child", sender="user", parent=root.hash)
     call = CallMessage(receiver="agent", parent=child.hash)
+    response = Message(content="response", sender="agent", parent=call.hash)
     await store.put(root)
     await store.put(child)
     await store.put(call)
+    await store.put(response)
     await store.set_ref("main", child.hash)
-    await store.put_cached(call.hash, [child.hash])
+    await store.put_cached(call.hash, [response.hash])
     assert await store.verify() == []
     impostor = Message(content="impostor", sender="user")
     store._messages["f" * 64] = impostor
     del store._messages[root.hash]
     del store._messages[child.hash]
+    del store._messages[response.hash]
     problems = await store.verify()
     reasons = {(problem.hash, problem.reason.split(" ")[1]) for problem in problems}
     assert ("f" * 64, "fields") in reasons

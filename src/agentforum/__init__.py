@@ -11,6 +11,7 @@ from ._exceptions import AmbiguousHashError as AmbiguousHashError
 from ._exceptions import EmptySequenceError as EmptySequenceError
 from ._exceptions import ForumNotRunningError as ForumNotRunningError
 from ._exceptions import IntegrityError as IntegrityError
+from ._exceptions import IntegrityWarning as IntegrityWarning
 from ._exceptions import MessageNotFoundError as MessageNotFoundError
 from ._exceptions import StoreError as StoreError
 from ._forum import Forum as Forum
@@ -49,6 +50,7 @@ __all__ = (
     "FrozenDict",
     "IntegrityError",
     "IntegrityProblem",
+    "IntegrityWarning",
     "InteractionContext",
     "JSONValue",
     "MemoryStore",

@@ -93,7 +93,8 @@ class Agent:
         same cache entry. Presets of presets add up, later ones overriding earlier ones.
 
         Raises:
-            TypeError: a keyword argument of a type that is not a JSON value.
+            TypeError: a keyword argument of a type that is not a JSON value, or nested
+                more than 100 levels deep.
             ValueError: a JSON value out of range (a NaN, say), as for :meth:`ask`.
         """
         preset = Agent(self.forum, self.function, self.alias, self.description, cache=self.cache)
@@ -127,7 +128,10 @@ class Agent:
 
         Raises:
             ForumNotRunningError: the forum is not running.
-            TypeError: content or a keyword argument of a type that is not allowed.
+            TypeError: content or a keyword argument of a type that is not allowed, nested
+                more than 100 levels deep, or a str of content that is not valid Unicode
+                (a lone surrogate); nothing is scheduled.
+            ValueError: a keyword argument out of range (a NaN, say).
         """
         call = self._start(content, branch_from, blank_history, kwargs, cacheable=True)
         call.close_requests()
@@ -221,7 +225,7 @@ class AgentCall:
         """Queue ``content`` as more requests (never blocks); return this call, for chaining.
 
         Raises:
-            TypeError: content of a type that is not allowed.
+            TypeError: content that is not allowed, as for :meth:`Agent.ask`.
             anyio.ClosedResourceError: the requests are closed.
         """
         self._call.send("requests", flatten(content, "send_request()"), None, EMPTY)
@@ -288,7 +292,8 @@ class InteractionContext:
         carry ``metadata``; a message that already continues the branch is reused as it is.
 
         Raises:
-            TypeError: content or metadata of a type that is not allowed.
+            TypeError: content or metadata that is not allowed, as for :meth:`Agent.ask`.
+            ValueError: a metadata value out of range (a NaN, say).
             anyio.ClosedResourceError: the agent function has returned.
         """
         if content is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Final
 
 import anyio
@@ -12,14 +13,15 @@ from anyio import BrokenResourceError, ClosedResourceError
 from . import _agents
 from ._content import Item, flatten
 from ._context import current_call
-from ._exceptions import AgentError
+from ._exceptions import AgentError, IntegrityError, IntegrityWarning, MessageNotFoundError
 from ._json import FrozenDict
 from ._log import Feed
 from ._messages import CallMessage, ErrorMessage, Message, forward_of
 from ._promises import Failure, MessagePromise, MessageSequence, SequenceLog, StreamedMessage
+from ._stores._cache import entry_problems
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Mapping
 
     from anyio.abc import TaskGroup
 
@@ -401,12 +403,12 @@ class Call:
             return
         if flight is None:
             try:
-                answer = await self.forum.store.get_cached(key)
-                if answer is not None:
-                    await self._replay(answer)
-                    return
+                answer = await self._cached_answer(key)
             except Exception as exc:
                 await self._record_failure(exc)
+                return
+            if answer is not None:
+                self._replay(answer)
                 return
             flight = flights.get(key)  # another identical call may have started one meanwhile
             if flight is None:
@@ -429,11 +431,41 @@ class Call:
                 pending.extend(follower.caller for follower in call.flight.followers)
         return False
 
-    async def _replay(self, answer: Sequence[str]) -> None:
-        """Respond with the messages that answered this call before (the cache hit)."""
+    async def _cached_answer(self, key: str) -> list[Message] | None:
+        """The responses the cache index recorded for this call: a hit, or ``None``, a miss.
+
+        An entry is believed only if its responses are stored, verify, and form this call's
+        own branch, so that an edited or corrupted store never answers with another call's
+        answer. Any other entry is a miss (the agent runs, and its answer replaces the entry)
+        reported with an :class:`IntegrityWarning`.
+        """
+        assert self.call_message is not None
         store = self.forum.store
-        for key in answer:
-            message = await store.get(key)
+        try:
+            answer = await store.get_cached(key)
+            if answer is None:
+                return None
+            messages = [await store.get(response) for response in answer]
+        except (IntegrityError, MessageNotFoundError) as exc:
+            problem = str(exc)
+        else:
+            nodes = {m.hash: (m._kind, m.parent) for m in (self.call_message, *messages)}
+            problems = entry_problems(key, answer, nodes.get)
+            if not problems:
+                return messages
+            problem = problems[0]
+        warnings.warn(
+            IntegrityWarning(
+                f"call {key} is not answered from the cache: {problem}; run "
+                "`agentforum fsck` to check the whole store"
+            ),
+            stacklevel=1,
+        )
+        return None
+
+    def _replay(self, answer: list[Message]) -> None:
+        """Respond with the messages that answered this call before (the cache hit)."""
+        for message in answer:
             self.responses.append(MessagePromise._of(message))
             self._parent = message.hash
         self.responses.close()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Iterable, Mapping
+from collections.abc import AsyncIterable, Iterable, Iterator, Mapping
+from typing import Final
 
+from ._json import check_text
 from ._messages import Message
 from ._promises import MessagePromise, MessageSequence, StreamedMessage
 
@@ -15,15 +17,25 @@ _ACCEPTED = (
     "or a sync or async iterable of these"
 )
 
+#: Sync iterables nest at most this deep in content (a deeper one, or one that holds itself,
+#: raises TypeError).
+MAX_NESTING: Final = 100
+
+#: What an exhausted iterator gives (no item of content is this object).
+_END: Final = object()
+
 
 def flatten(content: object, where: str) -> list[Item]:
     """Flatten ``content`` into items, in order, checking every type that can be seen now.
 
-    Sync iterables are walked at once; async iterables are kept whole, for the call runner to
-    walk (a wrong item inside one ends the branch with an :class:`ErrorMessage`).
+    Sync iterables are walked at once, nested at most :data:`MAX_NESTING` deep; async
+    iterables are kept whole, for the call runner to walk (a wrong item inside one ends the
+    branch with an :class:`ErrorMessage`). A str must be valid Unicode (no lone surrogate):
+    the message it would become could not be stored.
 
     Raises:
-        TypeError: something that is not content; the message names its type and ``where``.
+        TypeError: something that is not content, content nested too deep (or holding
+            itself), or a str that is not valid Unicode; the message names ``where``.
     """
     items: list[Item] = []
     _flatten(content, where, items)
@@ -39,14 +51,50 @@ def flatten(content: object, where: str) -> list[Item]:
 
 
 def _flatten(content: object, where: str, items: list[Item]) -> None:
-    if isinstance(content, (str, Message, MessagePromise, MessageSequence)):
-        items.append(content)
-    elif isinstance(content, (StreamedMessage, AsyncIterable)):
-        items.append(content)
-    elif isinstance(content, Iterable) and not isinstance(content, (bytes, bytearray, Mapping)):
-        for item in content:
-            _flatten(item, where, items)
-    else:
-        raise TypeError(
-            f"{where}: {type(content).__qualname__} is not message content (expected {_ACCEPTED})"
-        )
+    """Append the items of ``content`` to ``items``, walking nested iterables without recursion.
+
+    ``walking`` holds an iterator per sync iterable being walked and ``taken`` how many
+    items each gave, so an error can name an item's path (``content[1][0]``) without a path
+    being built for every item.
+    """
+    walking: list[Iterator[object]] = []
+    taken: list[int] = []
+    while True:
+        if isinstance(content, str):
+            if not content.isascii():
+                try:
+                    check_text(content, _path(taken))
+                except ValueError as exc:
+                    raise TypeError(f"{where}: {exc}") from None
+            items.append(content)
+        elif isinstance(content, (Message, MessagePromise, MessageSequence)):
+            items.append(content)
+        elif isinstance(content, (StreamedMessage, AsyncIterable)):
+            items.append(content)
+        elif isinstance(content, Iterable) and not isinstance(content, (bytes, bytearray, Mapping)):
+            if len(walking) == MAX_NESTING:
+                raise TypeError(
+                    f"{where}: content is nested more than {MAX_NESTING} levels deep "
+                    "(or holds itself)"
+                )
+            walking.append(iter(content))
+            taken.append(0)
+        else:
+            raise TypeError(
+                f"{where}: {type(content).__qualname__} is not message content "
+                f"(expected {_ACCEPTED})"
+            )
+        while walking:
+            content = next(walking[-1], _END)
+            if content is not _END:
+                taken[-1] += 1
+                break
+            walking.pop()
+            taken.pop()
+        else:
+            return
+
+
+def _path(taken: list[int]) -> str:
+    """The path of the item being flattened, as ``content[1][0]``."""
+    return "content" + "".join(f"[{count - 1}]" for count in taken)

@@ -7,13 +7,18 @@ Every error the library raises on purpose derives from :class:`AgentForumError`:
     ├── MessageNotFoundError    no message has this hash (or hash prefix)
     ├── AmbiguousHashError      a hash prefix names more than one message
     ├── EmptySequenceError      ``await seq.last()`` on a sequence without messages
-    ├── IntegrityError          a stored message does not match its hash
+    ├── IntegrityError          stored data was altered (a message, a cache entry)
     ├── StoreError              a store cannot be opened (missing, not ours, too new)
     └── AgentError              an agent raised; ``.message`` is the recorded ErrorMessage
         └── AgentCancelled      the call was cancelled
 
 Bad arguments raise the built-in :class:`TypeError` and :class:`ValueError`, and closed
 calls raise :class:`anyio.ClosedResourceError`, as elsewhere in the AnyIO ecosystem.
+
+One warning category reports what the library worked around rather than raised::
+
+    UserWarning
+    └── IntegrityWarning        the store's cache index disagrees with the tree
 """
 
 from __future__ import annotations
@@ -48,7 +53,18 @@ class EmptySequenceError(AgentForumError, LookupError):
 
 
 class IntegrityError(AgentForumError):
-    """A stored message's fields do not hash to the hash it is stored under."""
+    """Stored data was altered: a message's fields do not hash to the hash it is stored
+    under, or an entry of the cache index is not a list of hashes."""
+
+
+class IntegrityWarning(UserWarning):
+    """A call's cache entry is wrong: not the call's own branch of stored, sound responses.
+
+    The call is answered as if it were not cached (its agent runs, and the fresh answer
+    replaces the entry), and this warning names the call and what is wrong: run
+    ``agentforum fsck`` (or :meth:`MessageStore.verify`) to check the whole store. Where
+    warnings are errors, the call ends with this one instead (its agent does not run).
+    """
 
 
 class StoreError(AgentForumError):

@@ -17,7 +17,7 @@ from ._stores._protocol import MessageStore
 from ._stores._sqlite import SQLiteStore
 
 if sys.version_info < (3, 11):  # pragma: no cover
-    from exceptiongroup import ExceptionGroup
+    from exceptiongroup import BaseExceptionGroup, ExceptionGroup
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -34,7 +34,9 @@ class Forum:
 
     A forum runs inside ``async with forum:``, which opens the AnyIO task group that every
     agent call runs in. Leaving the block waits for every call still running. A forum can be
-    entered again after it exits, but not while it runs.
+    entered again after it exits, but not while it runs. An exception the body raises
+    leaves the block as it was raised, not wrapped in an exception group, unless agent
+    errors nobody observed join it (see ``strict_errors``).
 
     Args:
         store: Where messages are kept: a :class:`MessageStore`; a path (``str`` or
@@ -46,8 +48,10 @@ class Forum:
             calls in flight at the same time once (see ``docs/caching.md``). ``False`` runs
             every call.
         strict_errors: Raise, when the ``async with`` block exits, the errors of agents that
-            no consumer observed, as an :exc:`ExceptionGroup` of :exc:`AgentError`. With
-            ``False`` they are only recorded in the tree.
+            no consumer observed, as an :exc:`ExceptionGroup` of :exc:`AgentError` (after
+            the body's exception, if it raised an :exc:`Exception`; a cancellation or
+            another :exc:`BaseException` from the body leaves alone). A cancellation is
+            never one of them. With ``False`` they are only recorded in the tree.
 
     Raises:
         TypeError: ``store`` is not a store.
@@ -309,17 +313,36 @@ class Forum:
             call.close_requests()
         self._open_calls = []
         try:
-            suppress = await group.__aexit__(exc_type, exc, tb)
-        finally:
-            self._task_group = None
-            if self._owns_store:
-                with anyio.CancelScope(shield=True):
-                    await self._store.aclose()
-        unobserved = [failure for failure in self._failures if not failure.observed]
+            try:
+                suppress = await group.__aexit__(exc_type, exc, tb)
+            finally:
+                self._task_group = None
+                if self._owns_store:
+                    with anyio.CancelScope(shield=True):
+                        await self._store.aclose()
+        except BaseExceptionGroup as failed:
+            if exc is None or len(failed.exceptions) != 1 or failed.exceptions[0] is not exc:
+                raise  # a task of the forum failed: its group, as the task groups made it
+            # Only the body raised. The task group is the forum's implementation detail, so
+            # the exception leaves as the body raised it: returning False re-raises it, with
+            # its own traceback and context.
+            suppress = False
+        # A cancellation is not an agent error, not even when an agent passed on one of a
+        # call nested in it: it is never raised here.
+        unobserved = [
+            failure
+            for failure in self._failures
+            if not (failure.observed or failure.is_cancellation)
+        ]
         self._failures = []
-        if exc_type is None and self.strict_errors and unobserved:
-            raise ExceptionGroup(
-                f"{len(unobserved)} agent error(s) that no consumer observed",
-                [failure.exception() for failure in unobserved],
-            )
-        return suppress
+        if not (self.strict_errors and unobserved):
+            return suppress
+        if exc is not None and not isinstance(exc, Exception):
+            # A cancellation, KeyboardInterrupt or SystemExit leaves alone, as it came.
+            return suppress
+        errors: list[Exception] = [failure.exception() for failure in unobserved]
+        unseen = f"{len(errors)} agent error(s) that no consumer observed"
+        if exc is None:
+            raise ExceptionGroup(unseen, errors)
+        # The body's exception first, then the agent errors in the order they were recorded.
+        raise ExceptionGroup(f"the body raised, and {unseen}", [exc, *errors]) from None

@@ -16,29 +16,45 @@ JSONValue: TypeAlias = (
 """A value allowed in ``metadata`` and call ``kwargs``.
 
 ``None``, ``bool``, ``int``, finite ``float``, ``str``, lists or tuples of these and mappings
-with ``str`` keys, nested to any depth. Once frozen (as messages and agent functions see
-them), sequences are tuples and mappings are immutable, hashable :class:`FrozenDict` objects.
+with ``str`` keys, nested at most 100 levels deep below the metadata or kwargs mapping
+(a :class:`FrozenDict` counts for the levels it holds, wherever it is placed). Once frozen
+(as messages and agent functions see them), sequences are tuples and mappings are
+immutable, hashable :class:`FrozenDict` objects.
 """
 
 
 class FrozenDict(Mapping[str, JSONValue]):
-    """An immutable, hashable mapping of frozen JSON values (the type of ``metadata``)."""
+    """An immutable, hashable mapping of frozen JSON values (the type of ``metadata``).
 
-    __slots__ = ("_data", "_hash")
+    Its values are checked as metadata's are (:data:`JSONValue`): it holds at most 100
+    levels of nesting, and placed inside another value it counts for the levels it holds,
+    so no nesting of frozen dicts in each other can make a value deeper than that.
+
+    Raises:
+        TypeError: a value that JSON cannot hold, or nesting deeper than 100 levels.
+        ValueError: a value out of range, as for :class:`Message` metadata.
+    """
+
+    __slots__ = ("_data", "_hash", "_height")
 
     _data: dict[str, JSONValue]
     _hash: int | None
+    # Its levels of nesting, itself included (see _height_of); None until first asked.
+    _height: int | None
 
     def __init__(self, data: Mapping[str, object] = (), /) -> None:  # type: ignore[assignment]
         frozen = freeze_mapping(data, "") if data else {}
         object.__setattr__(self, "_data", frozen)
         object.__setattr__(self, "_hash", None)
+        object.__setattr__(self, "_height", None)
 
     @classmethod
     def _trusted(cls, data: dict[str, JSONValue]) -> FrozenDict:
+        """Wrap values frozen by :func:`freeze_mapping` at the top level (depth 0)."""
         self = cls.__new__(cls)
         object.__setattr__(self, "_data", data)
         object.__setattr__(self, "_hash", None)
+        object.__setattr__(self, "_height", None)
         return self
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -81,11 +97,30 @@ class FrozenDict(Mapping[str, JSONValue]):
 EMPTY = FrozenDict._trusted({})
 
 
+def _height_of(value: JSONValue) -> int:
+    """The levels of nesting of a frozen value: 0 for a scalar, 1 for a flat tuple or dict.
+
+    A FrozenDict's is computed once, on first use, and kept: one nested in another is not
+    walked again, so checking a chain of them, each nesting the last, costs one step each.
+    """
+    if isinstance(value, FrozenDict):
+        height = value._height
+        if height is None:
+            height = 1 + max(map(_height_of, value._data.values()), default=0)
+            object.__setattr__(value, "_height", height)
+        return height
+    if type(value) is tuple:
+        return 1 + max(map(_height_of, value), default=0)
+    return 0
+
+
 def _describe(path: str) -> str:
     return path or "the value"
 
 
-#: Metadata and kwargs nest at most this deep (a deeper value raises ValueError).
+#: Metadata and kwargs nest at most this deep (a deeper value raises TypeError): the
+#: canonical encoding (docs/hashing.md) holds no deeper value, and decode_message reads
+#: back every value this allows.
 MAX_DEPTH: Final = 100
 #: Integers have at most this many decimal digits (Python's own limit for printing is 4300).
 MAX_INT_DIGITS: Final = 4000
@@ -101,10 +136,14 @@ def _check_int(value: int, path: str) -> int:
 def freeze(value: object, path: str, depth: int = 0) -> JSONValue:
     """Return ``value`` as a frozen JSON value.
 
+    ``depth`` is how many lists and mappings hold ``value`` below the top-level mapping; a
+    :class:`FrozenDict` is checked by the levels it holds, known without walking it again.
+
     Raises:
-        TypeError: a value (or mapping key) that JSON cannot hold; the message names its path.
-        ValueError: a float that is NaN or infinite, a string that is not valid Unicode, an
-            integer of more than 4000 digits, or nesting deeper than 100 levels.
+        TypeError: a value (or mapping key) that JSON cannot hold, or nesting deeper than
+            :data:`MAX_DEPTH` (100) levels; the message names its path.
+        ValueError: a float that is NaN or infinite, a string that is not valid Unicode, or
+            an integer of more than 4000 digits.
     """
     kind = type(value)
     if value is None or kind is bool:
@@ -119,9 +158,15 @@ def freeze(value: object, path: str, depth: int = 0) -> JSONValue:
             raise ValueError(f"{_describe(path)} is {value!r}: only finite floats are allowed")
         return value  # type: ignore[return-value]
     if isinstance(value, FrozenDict):
+        height = _height_of(value)
+        if depth + height > MAX_DEPTH:
+            raise TypeError(
+                f"{_describe(path)} is a FrozenDict {height} levels deep: placed there, "
+                f"its values are nested more than {MAX_DEPTH} levels deep"
+            )
         return value
     if depth >= MAX_DEPTH and isinstance(value, (Mapping, list, tuple)):
-        raise ValueError(f"{_describe(path)} is nested more than {MAX_DEPTH} levels deep")
+        raise TypeError(f"{_describe(path)} is nested more than {MAX_DEPTH} levels deep")
     if isinstance(value, Mapping):
         return FrozenDict._trusted(freeze_mapping(value, path, depth + 1))
     if isinstance(value, (list, tuple)):

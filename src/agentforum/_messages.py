@@ -77,8 +77,9 @@ class Message:
         reply_to: The hash of the message this one answers, if any.
 
     Raises:
-        TypeError: a field of the wrong type, or metadata that JSON cannot hold (the message
-            names the key path, e.g. ``metadata['a'][0]``).
+        TypeError: a field of the wrong type, or metadata that JSON cannot hold, nested
+            more than 100 levels deep included (the message names the key path, e.g.
+            ``metadata['a'][0]``).
         ValueError: a non-finite float, a lone surrogate in a string, or a malformed hash.
     """
 

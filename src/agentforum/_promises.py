@@ -33,13 +33,15 @@ class Failure:
     cause: BaseException | None
     observed: bool = False
 
+    @property
+    def is_cancellation(self) -> bool:
+        """Whether the branch ended cancelled: its call's, or a nested call's not handled."""
+        return self.message.error_type == "agentforum.AgentCancelled"
+
     def exception(self) -> AgentError:
         """Return a new exception to raise to one consumer, and count the failure as seen."""
         self.observed = True
-        cls = (
-            AgentCancelled if self.message.error_type == "agentforum.AgentCancelled" else AgentError
-        )
-        error = cls(self.message)
+        error = (AgentCancelled if self.is_cancellation else AgentError)(self.message)
         error.__cause__ = self.cause
         return error
 
@@ -416,6 +418,11 @@ class StreamedMessage:
                         await checkpoint()
         except Exception as exc:
             self._error = exc
+        except anyio.get_cancelled_exc_class():
+            # The call was cancelled while the tokens came: the message is cut short, not
+            # complete, although its log is closed below.
+            self._cut = True
+            raise
         finally:
             self._finish()
             aclose = getattr(self._source, "aclose", None)

@@ -19,6 +19,7 @@ from .._messages import (
     is_hash,
     with_content,
 )
+from ._cache import Node, cache_problems, check_entry
 from ._protocol import IntegrityProblem, MessageStore
 
 if TYPE_CHECKING:
@@ -234,10 +235,12 @@ class MemoryStore(MessageStore):
 
     async def put_cached(self, call_hash: str, response_hashes: Sequence[str]) -> None:
         await self._checkpoint()
-        self._require(call_hash, "call")
-        for response in response_hashes:
-            self._require(response, "response")
+        check_entry(call_hash, response_hashes, self._node)
         self._cache[call_hash] = tuple(response_hashes)
+
+    def _node(self, hash: str) -> Node | None:
+        message = self._messages.get(hash)
+        return None if message is None else (message._kind, message.parent)
 
     async def verify(self) -> list[IntegrityProblem]:
         await self._checkpoint()
@@ -279,12 +282,7 @@ class MemoryStore(MessageStore):
             for name, key in self._refs.items()
             if key not in self._messages
         )
-        for call, responses in self._cache.items():
-            problems.extend(
-                IntegrityProblem(call, f"cached response {response} is not in the store")
-                for response in responses
-                if response not in self._messages
-            )
+        problems.extend(cache_problems(self._cache.items(), self._node))
         return problems
 
     async def aclose(self) -> None:

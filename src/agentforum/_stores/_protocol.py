@@ -116,14 +116,27 @@ class MessageStore(Protocol):
         ...
 
     async def get_cached(self, call_hash: str) -> Sequence[str] | None:
-        """Return the response hashes recorded for the call ``call_hash``, or ``None``."""
+        """Return the response hashes recorded for the call ``call_hash``, or ``None``.
+
+        A forum does not trust them blindly: it uses them only if they are stored and form
+        the call's branch, and otherwise runs the agent and warns (:exc:`IntegrityWarning`).
+
+        Raises:
+            IntegrityError: the recorded entry cannot be read as a list of hashes (the
+                store was corrupted or edited); a forum treats it as a miss, and warns.
+        """
         ...
 
     async def put_cached(self, call_hash: str, response_hashes: Sequence[str]) -> None:
         """Record that the call ``call_hash`` was answered by ``response_hashes``, in order.
 
+        The responses must be the call's own branch: the first one's parent is the call,
+        each next one's the previous one (none: the call had no response).
+
         Raises:
             MessageNotFoundError: the call or one of the responses is not stored.
+            ValueError: ``call_hash`` is not a :class:`CallMessage`, or the responses are
+                not its branch; nothing is recorded.
         """
         ...
 
@@ -131,7 +144,9 @@ class MessageStore(Protocol):
         """Check every message, link, ref and cache entry; return the problems (none: sound).
 
         Recomputes every hash and checks that every ``parent``, ``reply_to`` and ``original``
-        link, every ref and every cached response names a stored message.
+        link and every ref names a stored message, and that every cache entry is one that
+        :meth:`put_cached` accepts: its key a stored call, its responses stored and the
+        call's branch.
         """
         ...
 

@@ -14,6 +14,7 @@ import anyio.to_thread
 from .._exceptions import AmbiguousHashError, IntegrityError, MessageNotFoundError, StoreError
 from .._hashing import FORMAT, canonical_json, hash_content
 from .._messages import _KINDS, CallMessage, ErrorMessage, ForwardedMessage, Message, is_hash
+from ._cache import Node, cache_problems, check_entry
 from ._memory import check_forward, check_prefix, check_ref_name, has_content, links
 from ._protocol import IntegrityProblem, MessageStore
 
@@ -103,8 +104,16 @@ def _link(hash: str | None) -> bytes | None:
 
 
 def _hex(value: object) -> str | None:
-    """A stored hash as 64 hex characters (``None`` stays ``None``)."""
-    return None if value is None else bytes(value).hex()  # type: ignore[call-overload]
+    """A stored hash as 64 hex characters (``None`` stays ``None``).
+
+    A value that is not bytes (a corrupted column) is returned as text, which names no
+    message, so that what reads it reports the damage instead of failing on it.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.hex()
+    return repr(value)
 
 
 def _prefix_range(prefix: str) -> tuple[bytes, bytes | None]:
@@ -220,6 +229,38 @@ def _load_json(text: object) -> object:
         return json.loads(text)
     except RecursionError:
         raise ValueError("a JSON column is nested too deeply") from None
+
+
+def _responses(text: object) -> tuple[str, ...] | None:
+    """The hashes of a cache row's ``responses``; ``None`` if it is not a JSON list of them."""
+    try:
+        responses = json.loads(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError, RecursionError):
+        return None
+    if not isinstance(responses, list) or not all(map(is_hash, responses)):
+        return None
+    return tuple(responses)
+
+
+def _nodes(connection: sqlite3.Connection) -> Callable[[str], Node | None]:
+    """Look up the kind and parent of a stored message (by its columns) in ``connection``."""
+
+    def node(hash: str) -> Node | None:
+        if not is_hash(hash):
+            return None
+        row = connection.execute(
+            "SELECT kind, parent FROM messages WHERE hash = ?", (_key(hash),)
+        ).fetchone()
+        return None if row is None else (row[0], _hex(row[1]))
+
+    return node
+
+
+def _cache_problems(connection: sqlite3.Connection) -> list[IntegrityProblem]:
+    """Check every row of the cache table (see ``_cache.entry_problems``)."""
+    rows = connection.execute("SELECT call, responses FROM cache").fetchall()
+    entries = [(str(_hex(call)), _responses(responses)) for call, responses in rows]
+    return cache_problems(entries, _nodes(connection))
 
 
 #: Seconds a connection waits for another process's lock before "database is locked".
@@ -573,7 +614,7 @@ class SQLiteStore(MessageStore):
     async def refs(self) -> Mapping[str, str]:
         def select(connection: sqlite3.Connection) -> dict[str, str]:
             rows = connection.execute("SELECT name, hash FROM refs ORDER BY name")
-            return {name: bytes(key).hex() for name, key in rows}
+            return {name: str(_hex(key)) for name, key in rows}
 
         return await self._run(select)
 
@@ -588,24 +629,23 @@ class SQLiteStore(MessageStore):
             row = connection.execute(
                 "SELECT responses FROM cache WHERE call = ?", (key,)
             ).fetchone()
-            return None if row is None else tuple(json.loads(row[0]))
+            if row is None:
+                return None
+            responses = _responses(row[0])
+            if responses is None:
+                raise IntegrityError(
+                    f"the cache entry of call {call_hash} is corrupted: its responses are "
+                    "not a JSON list of message hashes"
+                )
+            return responses
 
         return await self._run(select)
 
     async def put_cached(self, call_hash: str, response_hashes: Sequence[str]) -> None:
         responses = list(response_hashes)
-        for value in (call_hash, *responses):
-            if not is_hash(value):
-                what = "call" if value == call_hash else "response"
-                raise MessageNotFoundError(f"{what} {value!r} is not in the store")
 
         def upsert(connection: sqlite3.Connection) -> None:
-            for value in (call_hash, *responses):
-                if not connection.execute(
-                    "SELECT 1 FROM messages WHERE hash = ?", (_key(value),)
-                ).fetchone():
-                    what = "call" if value == call_hash else "response"
-                    raise MessageNotFoundError(f"{what} {value} is not in the store")
+            check_entry(call_hash, responses, _nodes(connection))
             connection.execute(
                 "INSERT INTO cache (call, responses) VALUES (?, ?) "
                 "ON CONFLICT (call) DO UPDATE SET responses = excluded.responses",
@@ -624,11 +664,11 @@ class SQLiteStore(MessageStore):
         problems: list[IntegrityProblem] = []
         # Every message's content column, by hex hash: what forwards are checked against.
         contents_of = {
-            bytes(key).hex(): _hex(content)
+            _hex(key): _hex(content)
             for key, content in connection.execute("SELECT hash, content FROM messages")
         }
         for row in connection.execute(_SELECT):
-            key = bytes(row[0]).hex()
+            key = str(_hex(row[0]))
             try:
                 message = _decode(row)
             except IntegrityError as exc:
@@ -650,34 +690,17 @@ class SQLiteStore(MessageStore):
                     IntegrityProblem(key, "its content is not the content of its original")
                 )
         for content_key, text in connection.execute("SELECT hash, text FROM contents"):
-            key = bytes(content_key).hex()
+            key = str(_hex(content_key))
             if not isinstance(text, bytes) or _content_hash_of(text) != key:
                 problems.append(IntegrityProblem(key, "a content does not hash to its hash"))
         problems.extend(
-            IntegrityProblem(bytes(key).hex(), "a content is referenced by no message")
+            IntegrityProblem(str(_hex(key)), "a content is referenced by no message")
             for (key,) in connection.execute(
                 "SELECT hash FROM contents WHERE NOT EXISTS "
                 "(SELECT 1 FROM messages WHERE messages.content = contents.hash)"
             )
         )
-        for name, key in connection.execute("SELECT name, hash FROM refs"):
-            target = _hex(key)
-            if target not in contents_of:
-                problems.append(
-                    IntegrityProblem(
-                        str(target),
-                        f"ref {name!r} points at a message that is not in the store",
-                    )
-                )
-        for call, responses in connection.execute("SELECT call, responses FROM cache"):
-            call_key = str(_hex(call))
-            if call_key not in contents_of:
-                problems.append(IntegrityProblem(call_key, "a cached call is not in the store"))
-            problems.extend(
-                IntegrityProblem(call_key, f"cached response {response} is not in the store")
-                for response in json.loads(responses)
-                if response not in contents_of
-            )
+        problems.extend(_cache_problems(connection))
         return problems
 
     async def aclose(self) -> None:

@@ -272,8 +272,10 @@ class Tool:
         part for an ``int``, an ``int`` for a ``float``.
 
         A sync function runs in a worker thread (:func:`anyio.to_thread.run_sync`); when
-        the call is cancelled, this waits for the function to return. A cancellation is
-        never caught: it propagates.
+        the caller is cancelled meanwhile, this waits for the function to return and
+        returns its result, as :func:`anyio.to_thread.run_sync` does: the cancellation
+        reaches the caller at its next checkpoint (the model's agent records no result
+        that came after a cancellation). A cancellation is never caught: it propagates.
         """
         try:
             given = json.loads(arguments) if arguments.strip() else {}

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import anyio
+import anyio.lowlevel
 import openai
 from openai.lib.streaming.chat import ChatCompletionStreamState
 
@@ -304,6 +305,11 @@ class OpenAIAgent:
         async with anyio.create_task_group() as group:
             for index, (_, name, arguments) in enumerate(calls):
                 group.start_soon(run, index, name, arguments, name=f"tool {name}")
+        # A result that came after the call was cancelled (a sync tool's thread runs to its
+        # end) is not a result. AnyIO's task group raises the cancellation on its way out
+        # on asyncio, but a Trio nursery whose children all returned exits quietly (Trio's
+        # gh-1457): checking here makes both backends record the same tree.
+        await anyio.lowlevel.checkpoint_if_cancelled()
         messages = []
         for (call_id, name, _), (content, error) in zip(calls, results, strict=True):
             metadata: dict[str, JSONValue] = {"tool_call_id": call_id, "tool": name}
