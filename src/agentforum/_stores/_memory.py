@@ -158,11 +158,13 @@ class MemoryStore(MessageStore):
         batch = {message.hash: message for message in messages}
         for message in batch.values():
             for field, value in links(message):
-                linked = batch.get(value) or self._messages.get(value)
-                if linked is None:
+                if value not in batch and value not in self._messages:
                     raise MessageNotFoundError(f"{field} {value} is not in the store")
-                if field == "original":
-                    check_forward(message, linked)
+        for message in batch.values():
+            if isinstance(message, ForwardedMessage):
+                check_forward(
+                    message, batch.get(message.original) or self._messages[message.original]
+                )
         for key, message in batch.items():
             if key not in self._messages:
                 self._add(message)

@@ -74,8 +74,9 @@ _INSERT: Final = (
 _INSERT_CONTENT: Final = "INSERT OR IGNORE INTO contents (hash, text) VALUES (?, ?)"
 # A message row with its content's row: what _decode takes.
 _SELECT: Final = (
-    "SELECT messages.hash, kind, parent, reply_to, original, content, sender, metadata, "
-    "receiver, kwargs, error_type, contents.hash, contents.text "
+    "SELECT "
+    + ", ".join(f"messages.{column}" for column in _COLUMNS.split(", "))
+    + ", contents.hash, contents.text "
     "FROM messages LEFT JOIN contents ON contents.hash = messages.content"
 )
 
@@ -114,6 +115,15 @@ def _hex(value: object) -> str | None:
     if isinstance(value, bytes):
         return value.hex()
     return repr(value)
+
+
+#: The content of a call: none, so the empty text (what a forward of a call holds).
+_NO_CONTENT: Final = hash_content("")
+
+
+def _content_of(column: object) -> str | None:
+    """The content hash of a message by its ``content`` column (a call's is the empty text's)."""
+    return _NO_CONTENT if column is None else _hex(column)
 
 
 def _prefix_range(prefix: str) -> tuple[bytes, bytes | None]:
@@ -444,40 +454,46 @@ class SQLiteStore(MessageStore):
             if has_content(message)
         }
         content_rows = [(_key(key), text.encode("utf-8")) for key, text in contents.items()]
-        forwards = [
-            message
-            for message in batch.values()
-            if isinstance(message, ForwardedMessage) and message.original not in batch
-        ]
+        forwards = [message for message in batch.values() if isinstance(message, ForwardedMessage)]
 
         def insert(connection: sqlite3.Connection) -> None:
             connection.execute("BEGIN IMMEDIATE")
             try:
-                for forward in forwards:
-                    assert isinstance(forward, ForwardedMessage)
-                    self._check_forward(connection, forward)
                 connection.executemany(_INSERT_CONTENT, content_rows)
                 connection.executemany(_INSERT, rows)
+                for forward in forwards:
+                    self._check_forward(connection, forward, batch)
                 connection.execute("COMMIT")
             except sqlite3.IntegrityError:
                 connection.execute("ROLLBACK")
-                raise self._missing_link(connection, batch) from None
+                missing = self._missing_link(connection, batch)
+                raise missing or MessageNotFoundError(
+                    "a message links to one that is not in the store"
+                ) from None
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
 
-        for message in batch.values():
-            if isinstance(message, ForwardedMessage) and message.original in batch:
-                check_forward(message, batch[message.original])
         await self._run(insert)
 
-    @staticmethod
-    def _check_forward(connection: sqlite3.Connection, forward: ForwardedMessage) -> None:
-        """Refuse a forward whose content is not that of its (stored) original."""
+    @classmethod
+    def _check_forward(
+        cls,
+        connection: sqlite3.Connection,
+        forward: ForwardedMessage,
+        batch: Mapping[str, Message],
+    ) -> None:
+        """Refuse a forward whose content is not that of its original (stored, or being so).
+
+        A link missing from the batch is reported first, as the commit would have.
+        """
         row = connection.execute(
             "SELECT content FROM messages WHERE hash = ?", (_key(forward.original),)
         ).fetchone()
-        if row is not None and _hex(row[0]) != forward.content_hash:
+        if row is not None and _content_of(row[0]) != forward.content_hash:
+            missing = cls._missing_link(connection, batch)
+            if missing is not None:
+                raise missing
             raise ValueError(
                 f"forward {forward.hash} does not hold the content of its original "
                 f"{forward.original}: a forward's content is its original's"
@@ -486,7 +502,8 @@ class SQLiteStore(MessageStore):
     @staticmethod
     def _missing_link(
         connection: sqlite3.Connection, batch: Mapping[str, Message]
-    ) -> MessageNotFoundError:
+    ) -> MessageNotFoundError | None:
+        """The error for the first link of ``batch`` to a message neither stored nor in it."""
         for message in batch.values():
             for field, value in links(message):
                 if (
@@ -497,7 +514,7 @@ class SQLiteStore(MessageStore):
                     is None
                 ):
                     return MessageNotFoundError(f"{field} {value} is not in the store")
-        return MessageNotFoundError("a message links to one that is not in the store")
+        return None
 
     async def get(self, hash: str) -> Message:
         def select(connection: sqlite3.Connection) -> Message:
@@ -664,7 +681,7 @@ class SQLiteStore(MessageStore):
         problems: list[IntegrityProblem] = []
         # Every message's content column, by hex hash: what forwards are checked against.
         contents_of = {
-            _hex(key): _hex(content)
+            _hex(key): _content_of(content)
             for key, content in connection.execute("SELECT hash, content FROM messages")
         }
         for row in connection.execute(_SELECT):
