@@ -757,3 +757,70 @@ def test_import_on_a_full_disk_leaves_no_database(
     assert CAUSES[disk[0]] in one_error_line(result)
     left = sorted(os.listdir(disk[1]))
     assert left == (["filler"] if disk[0] == "full filesystem" and when == "at once" else [])
+
+
+CALL_ON_A_FULL_DISK = """
+import anyio
+from agentforum import AgentCancelled, AgentError, Forum, InteractionContext, StoreError
+
+
+async def main():
+    forum = Forum(os.path.join(DIRECTORY, "chat.db"))
+    placed, freed = anyio.Event(), anyio.Event()
+
+    @forum.agent
+    async def talker(ctx: InteractionContext) -> None:
+        await ctx.history()  # its requests and CallMessage are placed
+        disk_full()  # neither the response nor the ErrorMessage can be stored now
+        ctx.respond("x" * 10_000)
+
+    @forum.agent
+    async def patient(ctx: InteractionContext) -> None:
+        await ctx.history()
+        placed.set()
+        await freed.wait()
+        ctx.respond("still here")
+
+    try:
+        async with forum:
+            other = patient.ask("wait")
+            await placed.wait()
+            try:
+                await talker.ask("hello").last()
+            except AgentCancelled as exc:
+                print(f"consumer: cancelled: {exc}")
+            except AgentError as exc:
+                cause = exc.__cause__
+                print(f"consumer: {exc.message.error_type}: {type(cause).__name__}: {cause}")
+            else:
+                print("consumer: answered")
+            disk_freed()
+            freed.set()
+            print(f"other: {(await other.last()).content}")
+    except StoreError as exc:
+        print(f"exit: StoreError: {exc}")
+    except BaseException as exc:
+        print(f"exit: {exc!r}")
+    else:
+        print("exit: none")
+
+
+anyio.run(main, backend=sys.argv[3])
+"""
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_consumers_of_a_call_the_store_fails_get_the_store_error(
+    disk: tuple[str, str], backend: str
+) -> None:
+    """When the store fails as a call writes its branch, and fails again to record the
+    ErrorMessage, the call's consumer gets the store's error as the cause (not a cancelled
+    forum); another call goes on; leaving ``async with forum:`` raises the StoreError."""
+    lines = scenario(CALL_ON_A_FULL_DISK, disk, backend)
+    assert len(lines) == 3, lines
+    consumer, other, exit = lines
+    assert consumer.startswith("consumer: agentforum.StoreError: StoreError: "), consumer
+    assert CAUSES[disk[0]] in consumer
+    assert other == "other: still here"
+    assert exit.startswith("exit: StoreError: "), exit
+    assert CAUSES[disk[0]] in exit

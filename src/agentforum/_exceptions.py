@@ -77,7 +77,9 @@ class AgentError(AgentForumError):
     """An agent raised an exception; its branch ends with :attr:`message`.
 
     Raised to every consumer that reaches the :class:`ErrorMessage` at the end of a branch.
-    ``__cause__`` is the original exception when the agent ran in this process.
+    ``__cause__`` is the original exception when the agent ran in this process. When the
+    store failed to record the ErrorMessage, it is in no store, and the forum raises the
+    store's error when it exits.
     """
 
     def __init__(self, message: ErrorMessage) -> None:
