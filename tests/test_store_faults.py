@@ -482,13 +482,13 @@ async def test_a_database_that_cannot_be_written_can_be_read(
 def test_commands_read_a_database_that_cannot_be_written(
     read_only: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
-    """fsck, log, tree and export work; import fails in one line saying it is read-only."""
+    """fsck, log, tree, graph and export work; import fails in one line: it is read-only."""
     before = listing(read_only.parent)
-    for command in (("fsck",), ("log", "main"), ("tree",), ("export",)):
-        result = agentforum(*command, "--db", read_only)
-        assert result.returncode == 0, (command, result.stderr)
+    for command in (("fsck",), ("log", "main"), ("tree",), ("graph",)):
+        result = invoke(*command, "--db", read_only)
+        assert result.exit_code == 0, (command, result.stderr)
     bundle = tmp_path / "bundle.jsonl"
-    bundle.write_text(agentforum("export", "--db", read_only).stdout)
+    assert invoke("export", "-o", bundle, "--db", read_only).exit_code == 0
     assert "read-only" in one_error_line(agentforum("import", bundle, "--db", read_only))
     after = listing(read_only.parent)
     if os.access(read_only.parent, os.W_OK):
@@ -824,3 +824,45 @@ def test_consumers_of_a_call_the_store_fails_get_the_store_error(
     assert other == "other: still here"
     assert exit.startswith("exit: StoreError: "), exit
     assert CAUSES[disk[0]] in exit
+
+
+@pytest.mark.anyio
+async def test_an_encoding_damaged_into_a_number_is_an_integrity_error(
+    damaged: pathlib.Path, pristine: tuple[pathlib.Path, list[Message]]
+) -> None:
+    """A row whose encoding became a number (a damaged record header can do that) is an
+    IntegrityError on read and a problem for verify, not bytes(number) of memory."""
+    victim = pristine[1][4]
+    connection = sqlite3.connect(damaged)
+    with connection:
+        connection.execute("UPDATE messages SET encoding = ? WHERE hash = ?", (2**62, victim.hash))
+    connection.close()
+    store = SQLiteStore(damaged, create=False)
+    try:
+        with pytest.raises(IntegrityError, match="stored corrupted"):
+            await store.get(victim.hash)
+        problems = await store.verify()
+    finally:
+        await store.aclose()
+    assert [(p.hash, "corrupted" in p.reason) for p in problems] == [(victim.hash, True)]
+
+
+@pytest.mark.parametrize("where", ["missing directory", "full filesystem"])
+def test_export_that_cannot_be_written_names_the_file_and_leaves_none(
+    pristine: tuple[pathlib.Path, list[Message]], tmp_path: pathlib.Path, where: str
+) -> None:
+    """`export -o FILE` where FILE cannot be written says why, naming FILE (not its
+    temporary file), and leaves nothing behind."""
+    with contextlib.ExitStack() as stack:
+        if where == "full filesystem":
+            directory = stack.enter_context(tmpfs(tmp_path / "disk", "64k"))
+            (directory / "filler").write_bytes(bytes(60 * 1024))  # a bundle needs more
+            expected = "No space left on device"
+        else:
+            directory = tmp_path / "no" / "such"
+            expected = "No such file or directory"
+        output = directory / "backup.jsonl"
+        line = one_error_line(invoke("export", "-o", output, "--db", pristine[0]))
+        assert f"{output}: {expected}" in line
+        if directory.exists():
+            assert sorted(os.listdir(directory)) == ["filler"]

@@ -81,8 +81,8 @@ def _row(message: Message) -> tuple[str, str, str, str | None, str | None, str |
     )
 
 
-#: The children of a message, as ``children`` reads them and ``verify`` walks them: through
-#: the index of parents (``verify`` checks that it leads to every message).
+#: The children of a message, as ``children`` reads them, through the index of parents;
+#: their hashes, as ``verify`` walks them to check that the index leads to every message.
 _CHILDREN: Final = "SELECT hash, encoding FROM messages WHERE parent IS ? ORDER BY hash"
 _CHILD_HASHES: Final = "SELECT hash FROM messages WHERE parent IS ? ORDER BY hash"
 
@@ -99,7 +99,7 @@ def _decode(key: str, encoding: bytes) -> Message:
     if not is_hash(key):
         raise IntegrityError("a message is stored under a damaged hash: the file is damaged")
     try:
-        message = decode_message(bytes(encoding))
+        message = decode_message(_blob(encoding))
     except (TypeError, ValueError):
         raise IntegrityError(
             f"message {key} is stored corrupted: its stored encoding is not the canonical "
@@ -146,6 +146,14 @@ def _cache_problems(connection: sqlite3.Connection) -> list[IntegrityProblem]:
     ]
 
 
+def _blob(value: object) -> bytes:
+    """The stored encoding ``value``, which a damaged row may hold as text or a number."""
+    if not isinstance(value, bytes):
+        # Never bytes(value): bytes(2**60) would try to allocate an exbibyte.
+        raise TypeError(f"an encoding is stored as bytes, not {type(value).__name__}")
+    return value
+
+
 def _describe(exc: BaseException) -> str:
     """What an error of the sqlite3 module says, without quoting bytes of the file."""
     text = str(exc)
@@ -179,7 +187,7 @@ def _unless_unreadable(
     try:
         return check(connection)
     except (sqlite3.DatabaseError, UnicodeDecodeError, OSError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else _describe(exc)
+        reason = exc.strerror or str(exc) if isinstance(exc, OSError) else _describe(exc)
         return [IntegrityProblem("", f"the database cannot be read whole: {reason}")]
 
 
@@ -439,7 +447,7 @@ class SQLiteStore(MessageStore):
             timeout=BUSY_TIMEOUT,
             isolation_level=None,
             check_same_thread=False,
-            uri=target is not path,
+            uri=self._read_only is not None,
         )
 
     def _check_and_prepare(self, connection: sqlite3.Connection) -> None:
@@ -453,8 +461,8 @@ class SQLiteStore(MessageStore):
                 tables = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
             finally:
                 connection.execute("COMMIT")
-        except sqlite3.OperationalError:  # locked, unreadable, ...
-            raise
+        except sqlite3.OperationalError:
+            raise  # locked, unreadable, the disk is full: _open reports the cause
         except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
             raise StoreError(_not_a_database(path, exc)) from None
         if application_id == 0 and tables == 0:
@@ -712,7 +720,7 @@ class SQLiteStore(MessageStore):
         )
         for key, *columns, encoding in rows:
             try:
-                message = decode_message(bytes(encoding))
+                message = decode_message(_blob(encoding))
             except (TypeError, ValueError):
                 problems.append(_problem(key, "its encoding is corrupted (not a message's)"))
                 continue

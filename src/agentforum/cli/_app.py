@@ -344,14 +344,17 @@ async def _export(db: str) -> Tree:
 def _write_atomically(path: str, data: bytes) -> None:
     # Write beside the target, then rename: the file is the whole bundle or what it was.
     directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".agentforum-export-", dir=directory)
     try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+        handle, temporary = tempfile.mkstemp(prefix=".agentforum-export-", dir=directory)
+        try:
+            with os.fdopen(handle, "wb") as file:
+                file.write(data)
+            os.replace(temporary, path)
+        except BaseException:
+            os.unlink(temporary)
+            raise
+    except OSError as exc:  # named after the file the user asked for, not the temporary one
+        raise OSError(exc.errno, exc.strerror, path) from exc
 
 
 @cli.command(name="import", short_help="Check a bundle, then add it to the database.")
