@@ -1,10 +1,13 @@
 """Real faults under the SQLite store: a damaged file, a full disk, a read-only place.
 
-Each fault is real: bytes changed in the file on disk, a filesystem that is full (a small
-tmpfs) or a file size limit (``RLIMIT_FSIZE``, in a subprocess), a read-only filesystem (a
-tmpfs remounted read-only) or an immutable directory (``chattr +i``, which root cannot
-bypass either). The commands run as the user runs them: ``agentforum`` in a subprocess, or
-in this process through click's runner where a property needs many runs.
+Each fault is real, and real for root, who ignores permission bits: bytes changed in the
+file on disk; a full disk, as a small tmpfs filled to its last byte (ENOSPC) or as a file
+size limit, ``RLIMIT_FSIZE``, in a subprocess (EFBIG); a read-only place, as a tmpfs
+remounted read-only, or a directory or file with the immutable flag (``chattr +i``). A
+tmpfs needs the right to mount, the immutable flag a filesystem that has it: where either
+is missing, those variants skip saying so, and the file size limit and the other variant
+still run. The commands run as the user runs them: ``agentforum`` in a subprocess, or in
+this process through click's runner where a test runs many of them.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ from agentforum.cli._app import cli
 if TYPE_CHECKING:
     import pathlib
     from collections.abc import Iterator
+
+pytestmark = pytest.mark.skipif(
+    os.name != "posix", reason=f"the faults are POSIX ones (rlimits, mounts), not {os.name!r}'s"
+)
 
 
 def tree_of_messages() -> list[Message]:
