@@ -727,7 +727,10 @@ if sys.argv[4] == "at once":
 elif FAULT == "file size limit":  # a full filesystem has 1 MiB for a bundle of 2.4 MB
     resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, resource.RLIM_INFINITY))
 sys.argv = ["agentforum", "import", sys.argv[3], "--db", os.path.join(DIRECTORY, "new.db")]
-runpy.run_module("agentforum", run_name="__main__", alter_sys=True)
+try:
+    runpy.run_module("agentforum", run_name="__main__", alter_sys=True)
+finally:  # what runs at exit (coverage, when it measures the subprocess) writes files
+    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
 """
 
 
