@@ -877,3 +877,47 @@ def test_export_that_cannot_be_written_names_the_file_and_leaves_none(
         assert f"{output}: {expected}" in line
         if directory.exists():
             assert sorted(os.listdir(directory)) == ["filler"]
+
+
+TELL_ON_A_FULL_DISK = """
+import anyio
+from agentforum import Forum, InteractionContext
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import ExceptionGroup
+
+
+async def main():
+    forum = Forum(os.path.join(DIRECTORY, "chat.db"))
+
+    @forum.agent
+    async def talker(ctx: InteractionContext) -> None:
+        await ctx.history()
+        disk_full()
+        ctx.respond("x" * 10_000)
+
+    try:
+        async with forum:
+            talker.tell("hello")  # nobody observes how it ends
+    except ExceptionGroup as group:
+        for error in group.exceptions:
+            print(f"{type(error).__name__}: {type(error.__cause__).__name__}: {error}")
+    finally:
+        disk_freed()
+
+
+anyio.run(main, backend=sys.argv[3])
+"""
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_an_unobserved_call_the_store_fails_leaves_with_the_store_error_first(
+    disk: tuple[str, str], backend: str
+) -> None:
+    """A `tell` whose branch and ErrorMessage the store cannot write: leaving the forum
+    raises the StoreError first, then the call's AgentError that nobody observed."""
+    lines = scenario(TELL_ON_A_FULL_DISK, disk, backend)
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("StoreError: "), lines
+    assert lines[1].startswith("AgentError: StoreError: agent 'talker' failed: "), lines
+    assert all(CAUSES[disk[0]] in line for line in lines)
