@@ -722,7 +722,13 @@ class Call:
             parent=parent,
             reply_to=self._reply_default,
         )
-        await self.forum.store.put(message)
+        try:
+            await self.forum.store.put(message)
+        except Exception as exc:
+            # The store failed again (the disk is full, say): the message is not in the
+            # tree, but the consumers still get it and its cause, not a cancelled forum;
+            # the forum raises the store's error when it exits.
+            self.forum._store_errors.append(exc)
         failure = Failure(message, cause)
         self.forum._failures.append(failure)
         self._fail_logs(failure)

@@ -8,7 +8,7 @@ Every error the library raises on purpose derives from :class:`AgentForumError`:
     ├── AmbiguousHashError      a hash prefix names more than one message
     ├── EmptySequenceError      ``await seq.last()`` on a sequence without messages
     ├── IntegrityError          stored data was altered (a message, a cache entry)
-    ├── StoreError              a store cannot be opened (missing, not ours, too new)
+    ├── StoreError              a store cannot be opened or written (not ours, full, ...)
     └── AgentError              an agent raised; ``.message`` is the recorded ErrorMessage
         └── AgentCancelled      the call was cancelled
 
@@ -69,14 +69,17 @@ class IntegrityWarning(UserWarning):
 
 class StoreError(AgentForumError):
     """A store cannot be opened or used: a missing file, or one that is not an agentforum
-    database (or is one of a newer schema than this version of agentforum reads)."""
+    database (or is one of a newer schema than this version of agentforum reads), a
+    damaged one, a full disk, a database that can be read but not written here."""
 
 
 class AgentError(AgentForumError):
     """An agent raised an exception; its branch ends with :attr:`message`.
 
     Raised to every consumer that reaches the :class:`ErrorMessage` at the end of a branch.
-    ``__cause__`` is the original exception when the agent ran in this process.
+    ``__cause__`` is the original exception when the agent ran in this process. When the
+    store failed to record the ErrorMessage, it is in no store, and the forum raises the
+    store's error when it exits.
     """
 
     def __init__(self, message: ErrorMessage) -> None:

@@ -51,7 +51,10 @@ class Forum:
             no consumer observed, as an :exc:`ExceptionGroup` of :exc:`AgentError` (after
             the body's exception, if it raised an :exc:`Exception`; a cancellation or
             another :exc:`BaseException` from the body leaves alone). A cancellation is
-            never one of them. With ``False`` they are only recorded in the tree.
+            never one of them. With ``False`` they are only recorded in the tree. Whatever
+            its value, when the store failed to record a call's :class:`ErrorMessage` (a
+            full disk, say), the exit raises that store error: by itself, or first of the
+            agent errors (after the body's exception) when there are any.
 
     Raises:
         TypeError: ``store`` is not a store.
@@ -64,6 +67,7 @@ class Forum:
         "_open_calls",
         "_owns_store",
         "_store",
+        "_store_errors",
         "_task_group",
         "cache",
         "strict_errors",
@@ -95,6 +99,8 @@ class Forum:
         self._agents: dict[str, Agent] = {}
         self._task_group: TaskGroup | None = None
         self._failures: list[Failure] = []
+        # The errors of the store that kept a call's ErrorMessage out of the tree.
+        self._store_errors: list[Exception] = []
         self._open_calls: list[Call] = []
         self._flights: dict[str, Flight] = {}
 
@@ -297,6 +303,7 @@ class Forum:
         await group.__aenter__()
         self._task_group = group
         self._failures = []
+        self._store_errors = []
         self._flights = {}
         return self
 
@@ -335,13 +342,24 @@ class Forum:
             if not (failure.observed or failure.is_cancellation)
         ]
         self._failures = []
-        if not (self.strict_errors and unobserved):
+        store_errors, self._store_errors = self._store_errors, []
+        if not (store_errors or (self.strict_errors and unobserved)):
             return suppress
         if exc is not None and not isinstance(exc, Exception):
             # A cancellation, KeyboardInterrupt or SystemExit leaves alone, as it came.
             return suppress
-        errors: list[Exception] = [failure.exception() for failure in unobserved]
-        unseen = f"{len(errors)} agent error(s) that no consumer observed"
+        errors: list[Exception] = (
+            [failure.exception() for failure in unobserved] if self.strict_errors else []
+        )
+        if exc is None and not errors:
+            # The tree lacks what the store could not record (a full disk, say).
+            raise store_errors[0]
+        what = [f"{len(errors)} agent error(s) that no consumer observed"] if errors else []
+        if store_errors:
+            # What the store could not record comes first, whatever strict_errors says.
+            errors.insert(0, store_errors[0])
+            what.insert(0, "the store failed to record an agent error")
+        unseen = ", and ".join(what)
         if exc is None:
             raise ExceptionGroup(unseen, errors)
         # The body's exception first, then the agent errors in the order they were recorded.

@@ -17,8 +17,10 @@ class IntegrityProblem:
     """One problem found by :meth:`MessageStore.verify`.
 
     Attributes:
-        hash: The hash the message is stored under (or the ref or cache key at fault).
-        reason: What is wrong, in words.
+        hash: The hash the message is stored under (or the ref or cache key at fault);
+            empty for a problem of the store itself rather than of one message (a damaged
+            index, a file too damaged to read whole) or of a row whose key is damaged.
+        reason: What is wrong, in words. It never quotes stored bytes.
     """
 
     hash: str
@@ -146,7 +148,12 @@ class MessageStore(Protocol):
         Recomputes every hash and checks that every ``parent``, ``reply_to`` and ``original``
         link and every ref names a stored message, and that every cache entry is one that
         :meth:`put_cached` accepts: its key a stored call, its responses stored and the
-        call's branch.
+        call's branch. A store that keeps structures of its own beside its messages
+        (files, pages, an index of children) checks them too, and checks that walking the
+        tree from its roots with :meth:`children` reaches every stored message and nothing
+        else: a store that ``verify`` finds sound can be read whole, which is what
+        ``agentforum export`` relies on. A store too damaged to be read whole returns a
+        problem that says so, rather than raising.
         """
         ...
 

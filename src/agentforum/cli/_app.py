@@ -28,7 +28,16 @@ from agentforum import (
 
 from . import _bundle, _graph
 from ._chat import run_chat
-from ._database import DEFAULT_DB, Tree, find, load_tree, open_store, short_length
+from ._database import (
+    DEFAULT_DB,
+    Tree,
+    UserError,
+    db_hint,
+    find,
+    load_tree,
+    open_store,
+    short_length,
+)
 from ._demo import run_demo
 from ._render import kind, log_entry, show_lines, summary, tree_lines
 
@@ -257,15 +266,16 @@ async def _tree(db: str) -> Tree:
 @cli.command()
 @db_option
 def fsck(db: str) -> None:
-    """Check the whole database: every hash, every link, every ref.
+    """Check the whole database: the file, every hash, every link, every ref.
 
-    Exits with 0 when all is sound; otherwise prints one line per problem, `HASH: reason`,
-    and exits with 1.
+    Exits with 0 when all is sound; otherwise prints one line per problem, `HASH: reason`
+    (`PATH: reason` for a problem of the file itself, such as a damaged index), and exits
+    with 1.
     """
     problems, counts = run(_fsck, db)
     if problems:
         for problem in problems:
-            click.echo(f"{problem.hash}: {problem.reason}")
+            click.echo(f"{problem.hash or db}: {problem.reason}")
         count = len(problems)
         click.echo(f"agentforum: fsck: {count} problem{'s' if count != 1 else ''} found", err=True)
         raise SystemExit(EXIT_FAILURE)
@@ -302,7 +312,7 @@ def export(output: str, db: str) -> None:
     rest of the file. Each further line is one message's canonical encoding, parents before
     their children. See docs/cli.md for the format.
     """
-    whole = run(_tree, db)
+    whole = run(_export, db)
     data = _bundle.encode_bundle(whole)
     if output == "-":
         sys.stdout.flush()
@@ -316,17 +326,35 @@ def export(output: str, db: str) -> None:
     )
 
 
+async def _export(db: str) -> Tree:
+    async with open_store(db) as store:
+        # The walk from the roots is all that export reads: only a sound store guarantees
+        # that it reaches every message (a damaged index of parents hides some).
+        problems = await store.verify()
+        if problems:
+            count, first = len(problems), problems[0]
+            raise UserError(
+                f"{db} has {count} problem{'s' if count != 1 else ''}, so nothing was "
+                f"exported: {first.hash or db}: {first.reason} (`agentforum fsck"
+                f"{db_hint(db)}` lists every problem)"
+            )
+        return await load_tree(store)
+
+
 def _write_atomically(path: str, data: bytes) -> None:
     # Write beside the target, then rename: the file is the whole bundle or what it was.
     directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".agentforum-export-", dir=directory)
     try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+        handle, temporary = tempfile.mkstemp(prefix=".agentforum-export-", dir=directory)
+        try:
+            with os.fdopen(handle, "wb") as file:
+                file.write(data)
+            os.replace(temporary, path)
+        except BaseException:
+            os.unlink(temporary)
+            raise
+    except OSError as exc:  # named after the file the user asked for, not the temporary one
+        raise OSError(exc.errno, exc.strerror, path) from exc
 
 
 @cli.command(name="import", short_help="Check a bundle, then add it to the database.")
@@ -375,13 +403,20 @@ async def _import(
             "exist); nothing was imported"
         )
     moved = []
-    async with open_store(db, create=not exists) as store:
-        await store.put_many(bundle.messages)
-        for name, key in bundle.refs.items():
-            before = await store.get_ref(name)
-            await store.set_ref(name, key)
-            if before is not None and before != key:
-                moved.append((name, before, key))
+    try:
+        async with open_store(db, create=not exists) as store:
+            await store.put_many(bundle.messages)
+            for name, key in bundle.refs.items():
+                before = await store.get_ref(name)
+                await store.set_ref(name, key)
+                if before is not None and before != key:
+                    moved.append((name, before, key))
+    except BaseException:
+        if not exists:  # a database this import created (on a full disk, say) goes too
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    await anyio.Path(f"{db}{suffix}").unlink()
+        raise
     return bundle, moved
 
 

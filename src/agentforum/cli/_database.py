@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import shlex
 from typing import TYPE_CHECKING, Final
 
@@ -45,9 +46,14 @@ async def open_store(path: str, *, create: bool = False) -> AsyncIterator[Messag
     """Open the store at ``path`` for the duration of the block, and close it afterwards.
 
     Raises:
-        UserError: ``create`` is false and there is no file at ``path``.
+        UserError: the directory of ``path`` does not exist, or ``create`` is false and
+            there is no file at ``path``.
         StoreError: the file is not an agentforum database (it is left untouched).
     """
+    directory = os.path.dirname(path)
+    if directory and not await anyio.Path(directory).is_dir():
+        missing = "is not a directory" if await anyio.Path(directory).exists() else "does not exist"
+        raise UserError(f"{path}: the directory {directory} {missing}")
     if not create and not await anyio.Path(path).exists():
         raise UserError(
             f"{path}: no such database (pass --db PATH, or run `agentforum demo` to write one)"
