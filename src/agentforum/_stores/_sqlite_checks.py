@@ -10,7 +10,6 @@ import os
 import sqlite3
 from typing import TYPE_CHECKING, Final
 
-from .._exceptions import IntegrityError
 from .._messages import ForwardedMessage, is_hash
 from . import _sqlite_rows as rows
 from ._cache import cache_problems
@@ -94,10 +93,9 @@ def row_problems(connection: sqlite3.Connection) -> list[IntegrityProblem]:
     }
     for stored in connection.execute(rows.SELECT):
         key = rows.hex_of(stored[0])
-        try:
-            message = rows.decode(stored)
-        except IntegrityError as exc:
-            problems.append(problem(key, str(exc)))
+        message, wrong = rows.rebuild(stored)
+        if message is None:
+            problems.append(problem(key, str(wrong)))
             continue
         if rows.row(message) != stored[: len(rows.COLUMNS)]:
             problems.append(problem(key, "its columns are not stored as its fields are"))
@@ -151,13 +149,23 @@ def _cache_problems(connection: sqlite3.Connection) -> list[IntegrityProblem]:
 def walk_problems(connection: sqlite3.Connection) -> list[IntegrityProblem]:
     """Compare the messages reached by walking the tree from its roots, as ``children``
     reads them (through the index of parents), with the messages of the table itself."""
-    stored = dict(connection.execute("SELECT hash, parent FROM messages NOT INDEXED"))
+    # The table itself, not the index of parents: that index holds both columns, and SQLite
+    # reads a WITHOUT ROWID table's columns from a covering index even when told NOT INDEXED;
+    # a column the index lacks (kind) makes it read the table.
+    stored = {
+        key: parent
+        for key, parent, _ in connection.execute(
+            "SELECT hash, parent, kind FROM messages NOT INDEXED"
+        )
+    }
     reached: set[object] = set()
     misfiled: dict[object, None] = {}
     pending: list[object] = [None]
     while pending:
         parent = pending.pop()
-        for (key,) in connection.execute(rows.CHILD_HASHES, (parent,)):
+        # The very query children() runs: another one could take another path through a
+        # damaged index and reach messages that children() does not.
+        for key, *_ in connection.execute(rows.CHILDREN, (parent,)):
             if key in stored and stored[key] != parent:
                 misfiled[key] = None
             elif key not in reached:

@@ -84,8 +84,6 @@ SELECT: Final = (
 )
 #: The children of a message, through the index of parents, as ``children`` reads them.
 CHILDREN: Final = f"{SELECT} WHERE messages.parent IS ? ORDER BY messages.hash"
-#: Their hashes, as ``verify`` walks them to check that the index leads to every message.
-CHILD_HASHES: Final = "SELECT hash FROM messages WHERE parent IS ? ORDER BY hash"
 # UNION (not UNION ALL): rows are visited once, so even a cycle of tampered parent columns
 # ends. The branch is then rebuilt by following the *decoded* parents, never the column.
 ANCESTORS: Final = f"""
@@ -163,43 +161,50 @@ def row(message: Message) -> Row:
 def decode(stored: Row) -> Message:
     """Rebuild the message of a row of :data:`SELECT`, refusing one not stored as it was.
 
-    The content must hash to its key, and the message's fields to the message's key. The
-    error never quotes what is stored: a damaged row may hold anything, escape sequences
-    included, and the message is shown to people.
+    The content must hash to its key, and the message's fields to the message's key.
+
+    Raises:
+        IntegrityError: the row is damaged or altered; the error says how (see
+            :func:`rebuild`), never quoting what is stored.
+    """
+    message, problem = rebuild(stored)
+    if message is None:
+        hash = hex_of(stored[0])
+        if not is_hash(hash):
+            raise IntegrityError(f"a message is {problem}: the file is damaged")
+        raise IntegrityError(f"message {hash}: {problem}")
+    return message
+
+
+def rebuild(stored: Row) -> tuple[Message, None] | tuple[None, str]:
+    """The message of a row of :data:`SELECT`, or what is wrong with the row, in words.
+
+    What is wrong is never said by quoting what is stored: a damaged row may hold anything,
+    escape sequences included, and the words are shown to people.
     """
     hash = hex_of(stored[0])
     if not is_hash(hash):
-        raise IntegrityError("a message is stored under a damaged hash: the file is damaged")
-    content_key = hex_of(stored[11])
+        return None, "stored under a damaged hash"
     kind = stored[1]
     cls = _KINDS.get(kind) if isinstance(kind, str) else None
     text: str | None = ""
     if cls is not None and cls is not CallMessage:
+        content_key = hex_of(stored[11])
         if stored[11] is None:
-            raise IntegrityError(
-                f"message {hash} is stored without its content {hex_of(stored[5])}: "
-                "the content is missing"
-            )
+            return None, f"its content {hex_of(stored[5])} is missing"
         text = _text(stored[12])
         if text is None or hash_content(text) != content_key:
-            raise IntegrityError(
-                f"content {content_key} is stored corrupted: its text does not hash to its "
-                "hash (it was altered)"
-            )
+            return None, f"its content {content_key} does not hash to its hash (it was altered)"
     try:
         if cls is None:
             raise ValueError("an unknown kind")
         assert text is not None
         message = _build(cls, stored, text)
     except (TypeError, ValueError, RecursionError):
-        raise IntegrityError(
-            f"message {hash} is stored corrupted: its stored fields are not those of a message"
-        ) from None
+        return None, "its stored fields are not those of a message (the row is damaged)"
     if message.hash != hash:
-        raise IntegrityError(
-            f"message {hash} is stored with fields that hash to {message.hash}: it was altered"
-        )
-    return message
+        return None, "its fields do not hash to its hash (it was altered)"
+    return message, None
 
 
 def _build(cls: type[Message], stored: Row, text: str) -> Message:

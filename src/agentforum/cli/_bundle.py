@@ -135,7 +135,7 @@ def decode_bundle(data: bytes, source: str) -> Bundle:
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         header = None
     if not isinstance(header, dict) or not isinstance(header.get("format"), str):
-        if not newline and data.startswith(b'{"format":"agentforum-export/'):
+        if not newline and data.startswith((b'{"contents":', b'{"format":"agentforum-export/')):
             raise fail("the bundle is truncated (its header line is cut short)")
         raise fail(f"not an agentforum export bundle (its first line is not a {FORMAT} header)")
     if header["format"] != FORMAT:
@@ -169,6 +169,8 @@ def decode_bundle(data: bytes, source: str) -> Bundle:
             f"its header announces {count} messages and {contents} contents, "
             f"it holds {len(lines)} lines"
         )
+    if hashlib.sha256(body).hexdigest() != digest:
+        raise fail("the bundle was altered: its lines do not match the sha256 of its header")
     messages: list[Message] = []
     seen: set[str] = set()
     # The contents of the lines read so far that no message named yet, and those named.
@@ -198,8 +200,6 @@ def decode_bundle(data: bytes, source: str) -> Bundle:
             f"its header announces {count} messages and {contents} contents, "
             f"it holds {len(messages)} messages and {len(named)} contents"
         )
-    if hashlib.sha256(body).hexdigest() != digest:
-        raise fail("the bundle was altered: its lines do not match the sha256 of its header")
     return Bundle(messages, dict(refs))
 
 
