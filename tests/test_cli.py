@@ -486,7 +486,10 @@ def test_fsck_passes_on_a_sound_database(demo_db: Path, demo: dict[str, Message]
     """``fsck`` exits 0 on the demo's database and says how much it checked."""
     result = invoke("fsck", "--db", demo_db)
     assert result.exit_code == 0
-    assert f"sound ({len(demo)} messages and 2 refs checked)" in result.stdout
+    contents = {m.content_hash for m in demo.values() if not isinstance(m, CallMessage)}
+    assert f"sound ({len(demo)} messages, {len(contents)} contents and 2 refs checked)" in (
+        result.stdout
+    )
 
 
 def tamper(path: Path, message: Message) -> Message:
@@ -738,9 +741,7 @@ def bad_bundles(data: bytes) -> dict[str, tuple[bytes, str]]:
     # comes on a line of its own, before the first message that names it.
     text = next(i for i, line in enumerate(lines) if line.startswith(b'"Not yet'))
     named = f'"content":"{hash_content(json.loads(lines[text]))}"'.encode()
-    index = next(
-        i for i, line in enumerate(lines) if named in line and b'"kind":"message"' in line
-    )
+    index = next(i for i, line in enumerate(lines) if named in line and b'"kind":"message"' in line)
 
     def replaced(line: bytes, at: int = index) -> bytes:
         return b"\n".join([*lines[:at], line, *lines[at + 1 :]])

@@ -261,9 +261,7 @@ def test_fsck_is_never_sound_while_export_would_lose_messages(
     if export.exit_code == 0:
         lines = bundle.read_bytes().splitlines()
         assert json.loads(lines[0])["messages"] == len(messages)
-        exported = {
-            hashlib.sha256(line).hexdigest() for line in lines[1:] if line.startswith(b"{")
-        }
+        exported = {hashlib.sha256(line).hexdigest() for line in lines[1:] if line.startswith(b"{")}
         assert exported == {message.hash for message in messages}
     else:
         assert not bundle.exists()
