@@ -27,6 +27,7 @@ from anyio.lowlevel import checkpoint
 from agentforum import (
     Agent,
     Forum,
+    ForwardedMessage,
     InteractionContext,
     MemoryStore,
     Message,
@@ -546,6 +547,76 @@ def w6_floor(backend: str, params: dict[str, Any]) -> Run:
     return clock.seconds, len(groups), {}
 
 
+# -- storage size --------------------------------------------------------------------------------
+
+
+def database_kib(path: str) -> float:
+    """The size of the database file (its WAL checkpointed into it), in KiB."""
+    connection = sqlite3.connect(path)
+    try:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        connection.close()
+    return os.path.getsize(path) / 1024
+
+
+def size_forwards(backend: str, params: dict[str, Any]) -> Run:
+    """KiB that ``n`` forwards of one message of ``size`` characters add to an SQLiteStore's
+    file: a branch of forwards after the original, each passing it on (issue 15's target)."""
+    n, size = params["n"], params["size"]
+    original = Message(content="x" * size, sender="source")
+    forwards: list[Message] = []
+    parent = original
+    for index in range(n):
+        parent = ForwardedMessage(
+            content=original.content,
+            sender=f"proxy{index}",
+            parent=parent.hash,
+            original=original.hash,
+        )
+        forwards.append(parent)
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "size.db")
+
+        async def write(messages: list[Message]) -> None:
+            store = SQLiteStore(path)
+            try:
+                for message in messages:
+                    await store.put(message)
+            finally:
+                await store.aclose()
+
+        anyio.run(write, [original], backend=backend)
+        before = database_kib(path)
+        with Clock() as clock:
+            anyio.run(write, forwards, backend=backend)
+        added = database_kib(path) - before
+    return clock.seconds, n, {"kib": added}
+
+
+def size_shared(backend: str, params: dict[str, Any]) -> Run:
+    """KiB of an SQLiteStore's file holding ``n`` messages that carry one content of ``size``
+    characters, each in a conversation of its own (a root of another sender)."""
+    n, size = params["n"], params["size"]
+    document = "d" * size
+    messages = [Message(content=document, sender=f"agent{index}") for index in range(n)]
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "size.db")
+
+        async def write() -> None:
+            store = SQLiteStore(path)
+            try:
+                for message in messages:
+                    await store.put(message)
+            finally:
+                await store.aclose()
+
+        with Clock() as clock:
+            anyio.run(write, backend=backend)
+        total = database_kib(path)
+    return clock.seconds, n, {"kib": total}
+
+
 # -- memory --------------------------------------------------------------------------------------
 
 
@@ -581,6 +652,8 @@ CASES = {
     "W6.ours": w6_ours,
     "W6.floor": w6_floor,
     "MEM.ours": mem_ours,
+    "SIZE.forwards": size_forwards,
+    "SIZE.shared": size_shared,
 }
 
 if __name__ == "__main__":

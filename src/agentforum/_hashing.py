@@ -72,28 +72,3 @@ def hash_content(text: str) -> str:
     digest = hashlib.sha256(CONTENT_TAG)
     digest.update(data)
     return digest.hexdigest()
-
-
-class ContentHasher:
-    """The hash of a content computed piece by piece, as a streamed message's tokens arrive.
-
-    ``ContentHasher()``, then :meth:`update` with each token in order, then :meth:`hexdigest`
-    gives :func:`hash_content` of the concatenated tokens.
-    """
-
-    __slots__ = ("_digest",)
-
-    def __init__(self) -> None:
-        self._digest = hashlib.sha256(CONTENT_TAG)
-
-    def update(self, token: str) -> None:
-        """Add ``token`` (its UTF-8 bytes) to the content.
-
-        Raises:
-            UnicodeEncodeError: ``token`` holds a lone surrogate.
-        """
-        self._digest.update(token.encode("utf-8"))
-
-    def hexdigest(self) -> str:
-        """The hash of the content added so far."""
-        return self._digest.hexdigest()

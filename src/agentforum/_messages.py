@@ -106,7 +106,9 @@ class Message:
     def content_hash(self) -> str:
         """The hash of :attr:`content` alone (:func:`hash_content`), which :attr:`hash` covers.
 
-        Messages with the same content share it: a store keeps each content once.
+        Messages with the same content share it: a store keeps each content once. (A
+        :class:`CallMessage` has no content: its ``content_hash`` is that of the empty
+        text, and is not part of its document.)
         """
         return hash_content(self.content)
 

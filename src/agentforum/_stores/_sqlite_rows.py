@@ -26,8 +26,11 @@ SCHEMA_FORMATS: Final = {1: "agentforum/1", 2: FORMAT}
 # Hashes are stored as their 32 bytes. A message row holds its fields, not its document:
 # the document names the content and the messages it links to by their hex hashes, which
 # the columns hold already, so it is rebuilt (and its hash checked) on every read instead;
-# a forward row then costs about 300 bytes, against 800 with its document beside it.
-# Each content is one row of `contents`, however many messages name it.
+# a forward then costs about 300 bytes of the file (its row and its entries in the two
+# indexes), against 800 with its document beside it. Each content is one row of
+# `contents`, however many messages name it. `messages` is a rowid table, not WITHOUT
+# ROWID: new rows go at its end, not at random places of a tree keyed by hash, which makes
+# writing a branch half as fast again (measured: 37,000 against 23,000 messages a second).
 SCHEMA: Final = """
 CREATE TABLE contents (
     hash BLOB PRIMARY KEY NOT NULL CHECK (length(hash) = 32),
@@ -45,7 +48,7 @@ CREATE TABLE messages (
     receiver TEXT,
     kwargs TEXT,
     error_type TEXT
-) WITHOUT ROWID;
+);
 CREATE INDEX messages_by_parent ON messages (parent);
 CREATE TABLE refs (
     name TEXT PRIMARY KEY NOT NULL,
