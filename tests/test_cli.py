@@ -16,7 +16,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +39,17 @@ from agentforum import (
 )
 from agentforum.cli import main
 from agentforum.cli._app import CommandError, cli, user_errors
-from agentforum.cli._demo import FOLLOW_UP, QUESTION, Typewriter, build
+from agentforum.cli._demo import (
+    ASSISTANT,
+    CRITIC,
+    CRITIC_REQUEST,
+    FOLLOW_UP,
+    QUESTION,
+    RESEARCHER,
+    TOKEN_DELAY,
+    Typewriter,
+    build,
+)
 
 if sys.version_info < (3, 11):
     from exceptiongroup import ExceptionGroup
@@ -236,15 +245,24 @@ def test_demo_twice_writes_the_same_messages(demo_db: Path, tmp_path: Path) -> N
         assert arun(refs_of, path) == arun(refs_of, demo_db)
 
 
-def test_demo_with_delays_finishes_in_time_through_the_entry_point(tmp_path: Path) -> None:
-    """``python -m agentforum demo`` (with its token delays) ends well within 10 seconds."""
-    start = time.monotonic()
+def test_demo_with_delays_runs_through_the_entry_point(tmp_path: Path) -> None:
+    """``python -m agentforum demo`` (with its token delays) runs to the end, plain when piped;
+    its delays add up to the "about 4 seconds" of docs/cli.md (counted, not timed)."""
     result = entry_point("demo", "--db", tmp_path / "slow.db")
-    elapsed = time.monotonic() - start
     assert result.returncode == 0, result.stderr
-    assert elapsed < 10
     assert "demo/first" in result.stdout
     assert not ANSI.search(result.stdout)  # piped: plain text
+    # The scripted model sleeps TOKEN_DELAY before each token of these, one after the other.
+    streamed = [
+        ASSISTANT["intro"],
+        RESEARCHER[QUESTION],
+        CRITIC[CRITIC_REQUEST],
+        ASSISTANT[QUESTION],
+        RESEARCHER[FOLLOW_UP],
+        ASSISTANT[FOLLOW_UP],
+    ]
+    delays = sum(len(re.findall(r"\s*\S+", text)) for text in streamed) * TOKEN_DELAY
+    assert 3 <= delays <= 5
 
 
 def test_demo_refuses_a_file_that_is_not_a_database(tmp_path: Path) -> None:
