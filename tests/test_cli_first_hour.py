@@ -1,0 +1,401 @@
+"""What a user meets in the first hour: the missing-extra message, Ctrl-C, ``| head``, the
+``LICENSE``, ``__version__``, the ``trio`` extra, ``AGENTFORUM_DB`` and ``agentforum refs``.
+
+Everything runs as a user runs it: ``python -m agentforum`` (or an example) in a subprocess,
+Ctrl-C typed into a pseudo-terminal that is the process's controlling terminal (so the
+terminal, not the test, sends the SIGINT), and pipes that a reader closes.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+
+from agentforum import Message, SQLiteStore
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Seconds a process may stay silent before a test gives up on it (it hangs: a failure).
+HANG = 60
+
+
+def environment(**changes: str) -> dict[str, str]:
+    """This process's environment without a model nor a database of the user's, changed."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("OPENAI_")
+        and name not in ("AGENTFORUM_DB", "AGENTFORUM_MODEL", "NO_COLOR", "FORCE_COLOR")
+    }
+    env.update(changes)
+    return env
+
+
+def agentforum_command(*args: str | Path, **options: object) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m agentforum ARGS``; ``env`` defaults to :func:`environment`."""
+    env = options.pop("env", None) or environment()
+    return subprocess.run(
+        [sys.executable, "-m", "agentforum", *map(str, args)],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=env,
+        timeout=HANG,
+        check=False,
+        **options,  # type: ignore[call-overload]
+    )
+
+
+def refs_and_branch(db: Path, ref: str) -> tuple[dict[str, str], list[str]]:
+    """The refs of ``db``, and the branch ``ref`` ends (``sender: content``, calls left out)."""
+
+    async def read() -> tuple[dict[str, str], list[str]]:
+        store = SQLiteStore(db, create=False)
+        try:
+            refs = dict(await store.refs())
+            if ref not in refs:
+                return refs, []
+            branch = await store.ancestors(refs[ref])
+            return refs, [f"{m.sender}: {m.content}" for m in branch if m.sender]
+        finally:
+            await store.aclose()
+
+    return anyio.run(read)
+
+
+# -- a model set, but no openai SDK -------------------------------------------------------------
+
+#: A ``sitecustomize`` that hides the installed openai package from the import system, which
+#: then fails to find it (or any of its modules) as where openai is not installed.
+NO_OPENAI = """
+import sys
+from importlib.machinery import PathFinder
+
+
+class WithoutOpenAI(PathFinder):
+    @classmethod
+    def find_spec(cls, fullname, path=None, target=None):
+        if fullname.partition(".")[0] == "openai":
+            return None
+        return super().find_spec(fullname, path, target)
+
+
+sys.meta_path[sys.meta_path.index(PathFinder)] = WithoutOpenAI
+"""
+
+
+@pytest.fixture
+def without_openai(tmp_path: Path) -> dict[str, str]:
+    """An environment whose Python cannot import openai, as if it were not installed."""
+    folder = tmp_path / "no-openai"
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(NO_OPENAI, encoding="utf-8")
+    paths = [str(folder), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = environment(PYTHONPATH=os.pathsep.join(paths))
+    check = subprocess.run(
+        [sys.executable, "-c", "import openai"], env=env, capture_output=True, text=True
+    )
+    assert check.returncode == 1
+    assert check.stderr.endswith("ModuleNotFoundError: No module named 'openai'\n")
+    return env
+
+
+def assert_says_what_to_install(result: subprocess.CompletedProcess[str], prefix: str) -> None:
+    """Status 1 and one line on standard error, with the pip command, and no traceback."""
+    assert result.returncode == 1, result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(prefix)
+    assert "pip install 'agentforum[openai]'" in result.stderr
+
+
+@pytest.mark.parametrize("variable", ["OPENAI_API_KEY", "OPENAI_BASE_URL"])
+def test_chat_with_a_model_but_no_openai_sdk_says_what_to_install(
+    variable: str, without_openai: dict[str, str], tmp_path: Path
+) -> None:
+    """A model is configured but the SDK is missing: one line that says what to install,
+    status 1, and nothing done (no database created, no prompt shown)."""
+    env = {**without_openai, variable: "http://127.0.0.1:9/v1"}
+    db = tmp_path / "chat.db"
+    result = agentforum_command("chat", "--db", db, input="Hello\n", env=env)
+    assert_says_what_to_install(result, "agentforum: error: ")
+    assert variable in result.stderr
+    assert result.stdout == ""
+    assert not db.exists()
+
+
+def test_research_team_with_a_model_but_no_openai_sdk_says_what_to_install(
+    without_openai: dict[str, str], tmp_path: Path
+) -> None:
+    """examples/research_team.py, a model configured, no SDK: one line, status 1."""
+    env = {**without_openai, "OPENAI_API_KEY": "sk-test"}
+    db = tmp_path / "team.db"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "research_team.py"), "--db", str(db)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=HANG,
+        check=False,
+    )
+    assert_says_what_to_install(result, "research_team.py: error: ")
+    assert not db.exists()
+
+
+def test_the_openai_adapter_without_the_sdk_says_what_to_install(
+    without_openai: dict[str, str],
+) -> None:
+    """Importing agentforum.llms.openai without the SDK: the error names the extra."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import agentforum.llms.openai"],
+        capture_output=True,
+        text=True,
+        env=without_openai,
+        timeout=HANG,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.endswith(
+        "ModuleNotFoundError: agentforum.llms.openai needs the openai SDK: "
+        "pip install 'agentforum[openai]'\n"
+    )
+
+
+# -- Ctrl-C and closed pipes --------------------------------------------------------------------
+
+#: Run by the child before it becomes ``python -m agentforum``: make the pseudo-terminal on
+#: its standard input its controlling terminal (it leads a new session), as a shell does for
+#: a foreground job, so that Ctrl-C typed there is a SIGINT to it.
+CONTROLLING_TERMINAL = (
+    "import fcntl, os, sys, termios; "
+    "fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+    "os.execv(sys.executable, [sys.executable, '-m', 'agentforum', *sys.argv[1:]])"
+)
+
+
+class Terminal:
+    """``python -m agentforum ARGS`` in a pseudo-terminal of its own, typed at and read."""
+
+    def __init__(self, *args: str | Path, env: dict[str, str]) -> None:
+        pty = pytest.importorskip("pty", reason="a pseudo-terminal needs a POSIX system")
+        self._master, slave = pty.openpty()
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", CONTROLLING_TERMINAL, *map(str, args)],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env={**env, "TERM": "xterm", "COLUMNS": "100", "LINES": "40"},
+            start_new_session=True,
+        )
+        os.close(slave)
+        self._output = b""
+        self._seen = 0
+
+    def _read(self) -> bool:
+        """Read what the process wrote; ``False`` once it is gone (the terminal hung up)."""
+        ready, _, _ = select.select([self._master], [], [], HANG)
+        if not ready:
+            raise AssertionError(f"silent for {HANG} s; so far:\n{self.text()}")
+        try:
+            chunk = os.read(self._master, 65536)
+        except OSError:  # EIO: every process on the terminal's side has closed it
+            return False
+        self._output += chunk
+        return bool(chunk)
+
+    def expect(self, text: str) -> None:
+        """Wait until ``text`` appears (after what an earlier ``expect`` matched)."""
+        wanted = text.encode("utf-8")
+        while (found := self._output.find(wanted, self._seen)) < 0:
+            if not self._read():
+                raise AssertionError(f"ended without {text!r}:\n{self.text()}")
+        self._seen = found + len(wanted)
+
+    def type(self, keys: str) -> None:
+        """Type ``keys`` at the terminal (``\\r`` is Enter, ``\\x03`` Ctrl-C)."""
+        os.write(self._master, keys.encode("utf-8"))
+
+    def finish(self) -> int:
+        """Read until the process is gone, typing nothing; return its exit status."""
+        while self._read():
+            pass
+        return self.process.wait(timeout=HANG)
+
+    def text(self) -> str:
+        """Everything the terminal showed, with its line ends as ``\\n``."""
+        return self._output.decode("utf-8", errors="replace").replace("\r\n", "\n")
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        os.close(self._master)
+
+
+@pytest.fixture
+def terminal() -> Iterator[type[Terminal]]:
+    """Open :class:`Terminal` objects that are closed (their process killed) at the end."""
+    opened: list[Terminal] = []
+
+    class Closing(Terminal):
+        def __init__(self, *args: str | Path, env: dict[str, str]) -> None:
+            super().__init__(*args, env=env)
+            opened.append(self)
+
+    yield Closing
+    for each in opened:
+        each.close()
+
+
+def test_ctrl_c_at_the_chat_prompt_stops_at_once_with_the_resume_hint(
+    terminal: type[Terminal], tmp_path: Path
+) -> None:
+    """Ctrl-C at the prompt: the chat stops without waiting for Enter, says how to resume,
+    and exits with 130; what was said is kept, under the ref the hint names."""
+    db = tmp_path / "chat.db"
+    chat = terminal("chat", "--db", db, env=environment())
+    chat.expect("A new conversation, chat/1")
+    chat.expect("you ▸ ")
+    chat.type("Hello\r")
+    chat.expect("1 of them yours.")
+    chat.expect("you ▸ ")
+    chat.type("\x03")
+    assert chat.finish() == 130  # with nothing more typed
+    after = chat.text().rpartition("you ▸ ")[2]
+    assert after == f"^C\nSaved. Resume with: agentforum chat --resume chat/1 --db {db}\n"
+    answer = (
+        "assistant: (scripted) You said 'Hello'. I see 1 messages of this chat, 1 of them yours."
+    )
+    refs, branch = refs_and_branch(db, "chat/1")
+    assert refs["chat/latest"] == refs["chat/1"]
+    # The answer had just ended: the refs point at it, or (Ctrl-C came before the chat
+    # moved them) at the question, which a resumed chat answers first, from the cache.
+    assert branch in (["user: Hello", answer], ["user: Hello"])
+    resumed = agentforum_command("chat", "--resume", "chat/1", "--db", db, input="")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"you ▸ Hello\n{answer.replace(': ', ' ▸ ', 1)}\nyou ▸ \n" in resumed.stdout
+    assert refs_and_branch(db, "chat/1")[1] == ["user: Hello", answer]
+
+
+def test_ctrl_c_before_anything_is_said_names_no_ref(
+    terminal: type[Terminal], tmp_path: Path
+) -> None:
+    """Ctrl-C at the first prompt of a new chat: status 130, and no hint to resume a ref
+    that does not exist (nothing was said, so no ref was set)."""
+    db = tmp_path / "chat.db"
+    chat = terminal("chat", "--db", db, env=environment())
+    chat.expect("you ▸ ")
+    chat.type("\x03")
+    assert chat.finish() == 130
+    assert chat.text().rpartition("you ▸ ")[2] == "^C\nNothing was said, so nothing was saved.\n"
+    assert refs_and_branch(db, "chat/1") == ({}, [])
+
+
+def test_leaving_a_chat_where_nothing_was_said_names_no_ref(tmp_path: Path) -> None:
+    """``exit`` at once: status 0, and no hint to resume a ref that was never set."""
+    db = tmp_path / "chat.db"
+    result = agentforum_command("chat", "--db", db, input="exit\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith("you ▸ exit\n\nNothing was said, so nothing was saved.\n")
+    assert "Resume with" not in result.stdout
+
+
+def test_ctrl_c_while_the_demo_streams_stops_it_with_status_130(
+    terminal: type[Terminal], tmp_path: Path
+) -> None:
+    """Ctrl-C while the demo streams its first answer: it stops there, at once, quietly
+    (no traceback, no "Aborted!"), with status 130."""
+    demo = terminal("demo", "--db", tmp_path / "demo.db", env=environment(NO_COLOR="1"))
+    demo.expect("you ▸ ")
+    demo.expect("Let me ask")  # the first words the scripted model streams
+    demo.type("\x03")
+    assert demo.finish() == 130
+    shown = demo.text()
+    assert "Traceback" not in shown
+    assert "Aborted" not in shown
+    assert "The message tree" not in shown  # it did not go on to the end
+    assert shown.endswith("^C\n")
+
+
+def read_lines_then_close(
+    args: list[str | Path], lines: int, env: dict[str, str]
+) -> subprocess.CompletedProcess[bytes]:
+    """``python -m agentforum ARGS | head -LINES``: read LINES lines, then close the pipe.
+
+    The pipe holds one page (4 KiB): once its reader has the lines, the process, which
+    writes more than that after them, is blocked on a full pipe (or has yet to write), so
+    the close always comes before a write that then fails with EPIPE.
+    """
+    fcntl = pytest.importorskip("fcntl")
+    if not hasattr(fcntl, "F_SETPIPE_SZ"):
+        pytest.skip("setting a pipe's size needs Linux (F_SETPIPE_SZ)")
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agentforum", *map(str, args)],
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    os.close(write_end)
+    taken = b""
+    while taken.count(b"\n") < lines:
+        byte = os.read(read_end, 1)  # one at a time: what is not read stays in the pipe
+        assert byte, f"the output ended after {taken!r}"
+        taken += byte
+    os.close(read_end)
+    _, stderr = process.communicate(timeout=HANG)
+    return subprocess.CompletedProcess(process.args, process.returncode, taken, stderr)
+
+
+@pytest.fixture(scope="module")
+def long_branch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database with a branch of 300 messages, ref ``long``: ``log`` prints 40 KiB of it."""
+    path = tmp_path_factory.mktemp("long") / "long.db"
+
+    async def write() -> None:
+        store = SQLiteStore(path, create=True)
+        try:
+            parent = None
+            messages = []
+            for index in range(300):
+                message = Message(content=f"line {index}", sender="s", parent=parent)
+                messages.append(message)
+                parent = message.hash
+            await store.put_many(messages)
+            await store.set_ref("long", messages[-1].hash)
+        finally:
+            await store.aclose()
+
+    anyio.run(write)
+    return path
+
+
+def test_log_into_a_closed_pipe_exits_quietly(long_branch: Path) -> None:
+    """``agentforum log long | head -3``: status 1 and nothing on standard error (click's
+    way with a broken pipe), the convention the other commands follow."""
+    result = read_lines_then_close(["log", "long", "--db", long_branch], 3, environment())
+    assert result.stdout.decode().startswith("message ")
+    assert result.stderr == b""
+    assert result.returncode == 1
+
+
+def test_demo_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+    """``agentforum demo | head -3``: the pipe breaks inside the forum's task group; the demo
+    stops as ``log | head`` does, status 1, nothing on standard error.
+
+    Coloured (FORCE_COLOR), the demo writes more than the pipe holds after its third line.
+    """
+    env = environment(FORCE_COLOR="1")
+    result = read_lines_then_close(["demo", "--fast", "--db", tmp_path / "d.db"], 3, env)
+    assert "agentforum demo" in result.stdout.decode()
+    assert result.stderr == b""
+    assert result.returncode == 1
