@@ -667,10 +667,11 @@ def test_python_m_agentforum_runs_the_command_line(
 
 
 def test_help_lists_every_command() -> None:
-    """``python -m agentforum --help`` lists the eight commands."""
+    """``python -m agentforum --help`` lists the ten commands."""
     result = entry_point("--help")
     assert result.returncode == 0
-    for command in ("demo", "log", "show", "tree", "fsck", "export", "import", "graph"):
+    commands = ("demo", "chat", "log", "show", "tree", "refs", "fsck", "export", "import", "graph")
+    for command in commands:
         assert re.search(rf"^\s+{command}\s", result.stdout, re.MULTILINE), command
 
 

@@ -8,8 +8,10 @@ terminal, not the test, sends the SIGINT), and pipes that a reader closes.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import select
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +19,9 @@ from typing import TYPE_CHECKING
 
 import anyio
 import pytest
+from packaging.requirements import Requirement
 
+import agentforum
 from agentforum import Message, SQLiteStore
 
 if TYPE_CHECKING:
@@ -26,6 +30,9 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parent.parent
 #: Seconds a process may stay silent before a test gives up on it (it hangs: a failure).
 HANG = 60
+#: The (deterministic) hashes of the messages that the demo's refs point at.
+DEMO_FIRST = "86cebd7393385560f871c16d7a5eaa6c453ab2c08a8889272f6ee432e6cac22c"
+DEMO_SECOND = "8b566012b7"
 
 
 def environment(**changes: str) -> dict[str, str]:
@@ -70,6 +77,15 @@ def refs_and_branch(db: Path, ref: str) -> tuple[dict[str, str], list[str]]:
             await store.aclose()
 
     return anyio.run(read)
+
+
+@pytest.fixture(scope="module")
+def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database written by ``agentforum demo --fast`` (shared: do not change it)."""
+    path = tmp_path_factory.mktemp("demo") / "demo.db"
+    result = agentforum_command("demo", "--fast", "--db", path)
+    assert result.returncode == 0, result.stderr
+    return path
 
 
 # -- a model set, but no openai SDK -------------------------------------------------------------
@@ -399,3 +415,164 @@ def test_demo_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
     assert "agentforum demo" in result.stdout.decode()
     assert result.stderr == b""
     assert result.returncode == 1
+
+
+# -- LICENSE, __version__, the trio extra -------------------------------------------------------
+
+
+def test_the_license_is_mit_and_the_distribution_ships_it() -> None:
+    """LICENSE is the MIT license, and the installed distribution's metadata carries it."""
+    text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert text.startswith("MIT License\n\nCopyright (c) 2026 agentforum developers\n")
+    assert 'THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND' in text
+    distribution = importlib.metadata.distribution("agentforum")
+    assert distribution.metadata["License-Expression"] == "MIT"
+    assert distribution.metadata.get_all("License-File") == ["LICENSE"]
+    shipped = [file for file in distribution.files or [] if file.name == "LICENSE"]
+    assert [file.read_text(encoding="utf-8") for file in shipped] == [text]
+
+
+def test_version_is_the_installed_distributions() -> None:
+    """``agentforum.__version__`` is the installed version; like trio's and anyio's
+    module attributes, it is not part of ``__all__``."""
+    assert agentforum.__version__ == importlib.metadata.version("agentforum")
+    assert "__version__" not in agentforum.__all__
+
+
+def test_the_trio_extra_installs_trio() -> None:
+    """``pip install 'agentforum[trio]'`` brings Trio (the version docs/trio.md needs)."""
+    requirements = [Requirement(line) for line in importlib.metadata.requires("agentforum") or []]
+    trio = [r for r in requirements if r.name == "trio" and r.marker is not None]
+    assert [str(r.specifier) for r in trio] == [">=0.26"]
+    assert trio[0].marker.evaluate({"extra": "trio"})  # type: ignore[union-attr]
+    assert not trio[0].marker.evaluate({"extra": "cli"})  # type: ignore[union-attr]
+
+
+# -- AGENTFORUM_DB ------------------------------------------------------------------------------
+
+COMMANDS = ["chat", "demo", "export", "fsck", "graph", "import", "log", "refs", "show", "tree"]
+
+
+def test_every_command_documents_agentforum_db() -> None:
+    """``--help`` of each command shows that --db comes from AGENTFORUM_DB when not given."""
+    for command in COMMANDS:
+        result = agentforum_command(command, "--help")
+        assert result.returncode == 0, result.stderr
+        assert "env var: AGENTFORUM_DB" in " ".join(result.stdout.split()), command
+
+
+def test_the_database_comes_from_agentforum_db_unless_db_is_given(
+    demo_db: Path, tmp_path: Path
+) -> None:
+    """AGENTFORUM_DB names the database when --db is not given; --db wins over it."""
+    env = environment(AGENTFORUM_DB=str(demo_db))
+    result = agentforum_command("tree", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{demo_db}  21 messages, 2 refs\n")
+    missing = tmp_path / "other.db"
+    result = agentforum_command("tree", "--db", missing, env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    assert str(missing) in result.stderr
+    assert not missing.exists()
+
+
+def test_suggested_commands_name_the_database_when_the_environment_would_not(
+    tmp_path: Path,
+) -> None:
+    """The demo's suggestions leave --db out only where a pasted command, in a shell without
+    AGENTFORUM_DB too, would open the same file: the default one, with no AGENTFORUM_DB."""
+    default = agentforum_command("demo", "--fast", cwd=tmp_path)
+    assert "    agentforum log demo/second\n" in default.stdout
+    elsewhere = environment(AGENTFORUM_DB="other.db")
+    from_env = agentforum_command("demo", "--fast", env=elsewhere, cwd=tmp_path)
+    assert "    agentforum log demo/second --db other.db\n" in from_env.stdout
+    given = agentforum_command(
+        "demo", "--fast", "--db", "agentforum.db", env=elsewhere, cwd=tmp_path
+    )
+    assert "    agentforum log demo/second --db agentforum.db\n" in given.stdout
+
+
+# -- refs ---------------------------------------------------------------------------------------
+
+
+def test_refs_lists_each_ref_with_its_message(demo_db: Path) -> None:
+    """``refs``: one line per ref, sorted by name, names aligned, then the message's short
+    hash, kind, sender and first line, as ``log --oneline`` shows it (like ``git branch -v``)."""
+    result = agentforum_command("refs", "--db", demo_db)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.splitlines() == [
+        f'demo/first   {DEMO_FIRST[:10]} message assistant "My advice: stay on SQLite for now, '
+        'set up nightly backups, and revisit …"',
+        f"demo/second  {DEMO_SECOND} message assistant "
+        '"So: SQLite today, Postgres at that size. Same question, two branches."',
+    ]
+
+
+def test_refs_of_a_database_without_refs_prints_nothing(tmp_path: Path) -> None:
+    """No refs (as in git, with no branch): nothing printed, status 0."""
+    db = tmp_path / "empty.db"
+
+    async def create() -> None:
+        store = SQLiteStore(db, create=True)
+        await store.open()
+        await store.aclose()
+
+    anyio.run(create)
+    result = agentforum_command("refs", "--db", db)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_refs_reports_a_ref_to_a_missing_message(demo_db: Path, tmp_path: Path) -> None:
+    """A damaged database, a ref to a message that is not there: the other refs are listed,
+    the damaged one is one error line that points to ``fsck``, and the status is 1."""
+    db = tmp_path / "damaged.db"
+    db.write_bytes(demo_db.read_bytes())
+    nowhere = "ab" * 32
+    with sqlite3.connect(db) as connection:  # no foreign key checks: as a bad tool would
+        connection.execute("UPDATE refs SET hash = ? WHERE name = 'demo/first'", (nowhere,))
+    connection.close()
+    result = agentforum_command("refs", "--db", db)
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[0].startswith(f"demo/second  {DEMO_SECOND} message")
+    assert len(result.stdout.splitlines()) == 1
+    assert result.stderr == (
+        f"agentforum: error: ref demo/first points at {nowhere}, which is not in the database "
+        "(run `agentforum fsck` for every problem)\n"
+    )
+
+
+def test_refs_does_not_create_a_database(tmp_path: Path) -> None:
+    """``refs --db typo.db``: the one-line error of every reading command; no file made."""
+    result = agentforum_command("refs", "--db", tmp_path / "typo.db")
+    assert result.returncode == 1
+    assert result.stderr.startswith("agentforum: error: ")
+    assert not (tmp_path / "typo.db").exists()
+
+
+def test_refs_reports_a_ref_to_a_tampered_message(demo_db: Path, tmp_path: Path) -> None:
+    """A ref to a message whose stored fields were edited: reported as ``log`` reports it."""
+    db = tmp_path / "tampered.db"
+    db.write_bytes(demo_db.read_bytes())
+    with sqlite3.connect(db) as connection:
+        (encoding,) = connection.execute(
+            "SELECT encoding FROM messages WHERE hash = ?", (DEMO_FIRST,)
+        ).fetchone()
+        edited = encoding.replace(b"My advice", b"No advice")
+        connection.execute("UPDATE messages SET encoding = ? WHERE hash = ?", (edited, DEMO_FIRST))
+    connection.close()
+    result = agentforum_command("refs", "--db", db)
+    assert result.returncode == 1
+    assert [line.split()[0] for line in result.stdout.splitlines()] == ["demo/second"]
+    [line] = result.stderr.splitlines()
+    assert line.startswith("agentforum: error: ref demo/first: ")
+    assert DEMO_FIRST in line
+    assert line.endswith("(run `agentforum fsck` for every problem)")
+
+
+def test_the_refs_example_of_the_docs_is_what_refs_prints(demo_db: Path) -> None:
+    """docs/cli.md shows ``agentforum refs`` on the demo's database as it really prints."""
+    page = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    example = page.partition("```console\n$ agentforum refs\n")[2].partition("```")[0]
+    assert example
+    assert agentforum_command("refs", "--db", demo_db).stdout == example

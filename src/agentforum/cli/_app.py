@@ -33,6 +33,7 @@ from agentforum import (
 from . import _bundle, _graph
 from ._chat import Session, run_chat
 from ._database import (
+    DB_VARIABLE,
     DEFAULT_DB,
     Tree,
     UserError,
@@ -43,7 +44,7 @@ from ._database import (
     short_length,
 )
 from ._demo import run_demo
-from ._render import kind, log_entry, show_lines, summary, tree_lines
+from ._render import STYLES, kind, log_entry, printable, show_lines, summary, tree_lines
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -201,12 +202,14 @@ def emit(console: Console, lines: Iterable[Text]) -> None:
 
 
 def db_option(function: Callable[..., None]) -> Callable[..., None]:
-    """Add the ``--db PATH`` option that every command has."""
+    """Add the ``--db PATH`` option that every command has (else ``$AGENTFORUM_DB``)."""
     return click.option(
         "--db",
         "db",
         default=DEFAULT_DB,
         show_default=True,
+        envvar=DB_VARIABLE,
+        show_envvar=True,
         metavar="PATH",
         type=click.Path(dir_okay=False),
         help="The agentforum database (SQLite) to use.",
@@ -218,8 +221,8 @@ def db_option(function: Callable[..., None]) -> Callable[..., None]:
 def cli() -> None:
     """Inspect, check and share the message trees of agentforum, in the manner of git.
 
-    Every command works on an SQLite database, `agentforum.db` in the working directory
-    unless --db says otherwise. Start with `agentforum demo`.
+    Every command works on an SQLite database: the one --db names, else $AGENTFORUM_DB,
+    else `agentforum.db` in the working directory. Start with `agentforum demo`.
     """
 
 
@@ -258,13 +261,22 @@ def log(ref: str, oneline: bool, max_count: int | None, calls: bool, db: str) ->
             if not oneline:
                 yield from log_entry(message, names)
                 continue
-            line = summary(message, 10, names, limit=ONELINE_LIMIT)
-            if console.is_terminal and line.cell_len > console.width:
-                room = max(20, ONELINE_LIMIT - (line.cell_len - console.width))
-                line = summary(message, 10, names, limit=room)
-            yield line
+            yield oneline_summary(console, message, names)
 
     emit(console, lines())
+
+
+def oneline_summary(
+    console: Console, message: Message, names: list[str], *, before: int = 0
+) -> Text:
+    """The summary of ``message`` that ``log --oneline`` prints, its content cut to
+    :data:`ONELINE_LIMIT` characters, or less so that the line (after ``before`` cells of
+    something else) fits a terminal."""
+    line = summary(message, 10, names, limit=ONELINE_LIMIT)
+    overflow = before + line.cell_len - console.width
+    if console.is_terminal and overflow > 0:
+        line = summary(message, 10, names, limit=max(20, ONELINE_LIMIT - overflow))
+    return line
 
 
 async def _branch(db: str, ref: str) -> tuple[list[Message], dict[str, list[str]]]:
@@ -334,6 +346,63 @@ def tree(db: str) -> None:
 async def _tree(db: str) -> Tree:
     async with open_store(db) as store:
         return await load_tree(store)
+
+
+# -- refs ---------------------------------------------------------------------------------------
+
+
+@cli.command()
+@db_option
+def refs(db: str) -> None:
+    """List the refs, by name, each with the message it points at, like `git branch -v`.
+
+    Each line is a ref's name, then its message as `log --oneline` shows it: short hash,
+    kind, sender and first line of content. A database without refs prints nothing. A
+    ref whose message is missing or damaged is reported on standard error instead (run
+    `agentforum fsck`), and the status is then 1.
+    """
+    found, problems = run(_refs, db)
+    console = stdout()
+    width = max((len(name) for name, _ in found), default=0)
+
+    def lines() -> Iterator[Text]:
+        for name, message in found:
+            shown = printable(name)
+            line = Text.assemble((shown, STYLES["ref"]), " " * (width - len(shown) + 2))
+            yield line.append_text(oneline_summary(console, message, [], before=width + 2))
+
+    emit(console, lines())
+    for problem in problems:
+        click.echo(f"agentforum: error: {problem}", err=True)
+    if problems:
+        raise SystemExit(EXIT_FAILURE)
+
+
+async def _refs(db: str) -> tuple[list[tuple[str, Message]], list[str]]:
+    """Every ref whose message can be read, by name, and a line for each that cannot."""
+    async with open_store(db) as store:
+        found: list[tuple[str, Message]] = []
+        problems: list[str] = []
+        for name, key in sorted((await store.refs()).items()):
+            target = await _ref_target(store, name, key)
+            if isinstance(target, str):
+                problems.append(target)
+            else:
+                found.append((name, target))
+        return found, problems
+
+
+async def _ref_target(store: MessageStore, name: str, key: str) -> Message | str:
+    """The message the ref ``name`` points at, or why it cannot be read."""
+    try:
+        return await store.get(key)
+    except MessageNotFoundError:
+        return (
+            f"ref {printable(name)} points at {key}, which is not in the database "
+            "(run `agentforum fsck` for every problem)"
+        )
+    except IntegrityError as exc:
+        return f"ref {printable(name)}: {_describe(exc)}"
 
 
 # -- fsck ---------------------------------------------------------------------------------------
