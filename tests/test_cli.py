@@ -69,10 +69,23 @@ def invoke(*args: str | Path, input: bytes | None = None) -> Result:
     return runner.invoke(cli, [str(arg) for arg in args], input=input, catch_exceptions=False)
 
 
+def environment(**changes: str) -> dict[str, str]:
+    """This process's environment, changed, without the variables that would change what
+    the command line does: colour, a model, a database of the user's."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("OPENAI_")
+        and name not in ("AGENTFORUM_DB", "AGENTFORUM_MODEL", "NO_COLOR", "FORCE_COLOR")
+    }
+    env.update(changes)
+    return env
+
+
 def entry_point(*args: str | Path, **options: Any) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m agentforum ARGS`` in a subprocess (the real entry point)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
-    env.update(options.pop("env", {}))
+    """Run ``python -m agentforum ARGS`` in a subprocess (the real entry point), in
+    :func:`environment` changed by ``env``."""
+    env = environment(**options.pop("env", {}))
     return subprocess.run(
         [sys.executable, "-m", "agentforum", *map(str, args)],
         capture_output=True,
@@ -139,15 +152,6 @@ def assert_one_line_error(result: Result | subprocess.CompletedProcess[str], *wo
 def snapshot(directory: Path) -> dict[str, bytes]:
     """Every file of ``directory`` and its bytes."""
     return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
-
-
-@pytest.fixture(scope="module")
-def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A database written by ``agentforum demo --fast`` (shared: copy it to change it)."""
-    path = tmp_path_factory.mktemp("demo") / "demo.db"
-    result = invoke("demo", "--fast", "--db", path)
-    assert result.exit_code == 0, result.output
-    return path
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from packaging.requirements import Requirement
 
 import agentforum
 from agentforum import Message, SQLiteStore
+from test_cli import entry_point, environment
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -33,33 +34,6 @@ HANG = 60
 #: The (deterministic) hashes of the messages that the demo's refs point at.
 DEMO_FIRST = "86cebd7393385560f871c16d7a5eaa6c453ab2c08a8889272f6ee432e6cac22c"
 DEMO_SECOND = "8b566012b7"
-
-
-def environment(**changes: str) -> dict[str, str]:
-    """This process's environment without a model nor a database of the user's, changed."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith("OPENAI_")
-        and name not in ("AGENTFORUM_DB", "AGENTFORUM_MODEL", "NO_COLOR", "FORCE_COLOR")
-    }
-    env.update(changes)
-    return env
-
-
-def agentforum_command(*args: str | Path, **options: object) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m agentforum ARGS``; ``env`` defaults to :func:`environment`."""
-    env = options.pop("env", None) or environment()
-    return subprocess.run(
-        [sys.executable, "-m", "agentforum", *map(str, args)],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        env=env,
-        timeout=HANG,
-        check=False,
-        **options,  # type: ignore[call-overload]
-    )
 
 
 def refs_and_branch(db: Path, ref: str) -> tuple[dict[str, str], list[str]]:
@@ -77,15 +51,6 @@ def refs_and_branch(db: Path, ref: str) -> tuple[dict[str, str], list[str]]:
             await store.aclose()
 
     return anyio.run(read)
-
-
-@pytest.fixture(scope="module")
-def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A database written by ``agentforum demo --fast`` (shared: do not change it)."""
-    path = tmp_path_factory.mktemp("demo") / "demo.db"
-    result = agentforum_command("demo", "--fast", "--db", path)
-    assert result.returncode == 0, result.stderr
-    return path
 
 
 # -- a model set, but no openai SDK -------------------------------------------------------------
@@ -141,7 +106,7 @@ def test_chat_with_a_model_but_no_openai_sdk_says_what_to_install(
     status 1, and nothing done (no database created, no prompt shown)."""
     env = {**without_openai, variable: "http://127.0.0.1:9/v1"}
     db = tmp_path / "chat.db"
-    result = agentforum_command("chat", "--db", db, input="Hello\n", env=env)
+    result = entry_point("chat", "--db", db, input="Hello\n", env=env)
     assert_says_what_to_install(result, "agentforum: error: ")
     assert variable in result.stderr
     assert result.stdout == ""
@@ -295,7 +260,7 @@ def test_ctrl_c_at_the_chat_prompt_stops_at_once_with_the_resume_hint(
     # The answer had just ended: the refs point at it, or (Ctrl-C came before the chat
     # moved them) at the question, which a resumed chat answers first, from the cache.
     assert branch in (["user: Hello", answer], ["user: Hello"])
-    resumed = agentforum_command("chat", "--resume", "chat/1", "--db", db, input="")
+    resumed = entry_point("chat", "--resume", "chat/1", "--db", db, input="")
     assert resumed.returncode == 0, resumed.stderr
     assert f"you ▸ Hello\n{answer.replace(': ', ' ▸ ', 1)}\nyou ▸ \n" in resumed.stdout
     assert refs_and_branch(db, "chat/1")[1] == ["user: Hello", answer]
@@ -318,7 +283,7 @@ def test_ctrl_c_before_anything_is_said_names_no_ref(
 def test_leaving_a_chat_where_nothing_was_said_names_no_ref(tmp_path: Path) -> None:
     """``exit`` at once: status 0, and no hint to resume a ref that was never set."""
     db = tmp_path / "chat.db"
-    result = agentforum_command("chat", "--db", db, input="exit\n")
+    result = entry_point("chat", "--db", db, input="exit\n")
     assert result.returncode == 0, result.stderr
     assert result.stdout.endswith("you ▸ exit\n\nNothing was said, so nothing was saved.\n")
     assert "Resume with" not in result.stdout
@@ -456,7 +421,7 @@ COMMANDS = ["chat", "demo", "export", "fsck", "graph", "import", "log", "refs", 
 def test_every_command_documents_agentforum_db() -> None:
     """``--help`` of each command shows that --db comes from AGENTFORUM_DB when not given."""
     for command in COMMANDS:
-        result = agentforum_command(command, "--help")
+        result = entry_point(command, "--help")
         assert result.returncode == 0, result.stderr
         assert "env var: AGENTFORUM_DB" in " ".join(result.stdout.split()), command
 
@@ -466,11 +431,11 @@ def test_the_database_comes_from_agentforum_db_unless_db_is_given(
 ) -> None:
     """AGENTFORUM_DB names the database when --db is not given; --db wins over it."""
     env = environment(AGENTFORUM_DB=str(demo_db))
-    result = agentforum_command("tree", env=env, cwd=tmp_path)
+    result = entry_point("tree", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{demo_db}  21 messages, 2 refs\n")
     missing = tmp_path / "other.db"
-    result = agentforum_command("tree", "--db", missing, env=env, cwd=tmp_path)
+    result = entry_point("tree", "--db", missing, env=env, cwd=tmp_path)
     assert result.returncode == 1
     assert str(missing) in result.stderr
     assert not missing.exists()
@@ -481,14 +446,12 @@ def test_suggested_commands_name_the_database_when_the_environment_would_not(
 ) -> None:
     """The demo's suggestions leave --db out only where a pasted command, in a shell without
     AGENTFORUM_DB too, would open the same file: the default one, with no AGENTFORUM_DB."""
-    default = agentforum_command("demo", "--fast", cwd=tmp_path)
+    default = entry_point("demo", "--fast", cwd=tmp_path)
     assert "    agentforum log demo/second\n" in default.stdout
     elsewhere = environment(AGENTFORUM_DB="other.db")
-    from_env = agentforum_command("demo", "--fast", env=elsewhere, cwd=tmp_path)
+    from_env = entry_point("demo", "--fast", env=elsewhere, cwd=tmp_path)
     assert "    agentforum log demo/second --db other.db\n" in from_env.stdout
-    given = agentforum_command(
-        "demo", "--fast", "--db", "agentforum.db", env=elsewhere, cwd=tmp_path
-    )
+    given = entry_point("demo", "--fast", "--db", "agentforum.db", env=elsewhere, cwd=tmp_path)
     assert "    agentforum log demo/second --db agentforum.db\n" in given.stdout
 
 
@@ -498,7 +461,7 @@ def test_suggested_commands_name_the_database_when_the_environment_would_not(
 def test_refs_lists_each_ref_with_its_message(demo_db: Path) -> None:
     """``refs``: one line per ref, sorted by name, names aligned, then the message's short
     hash, kind, sender and first line, as ``log --oneline`` shows it (like ``git branch -v``)."""
-    result = agentforum_command("refs", "--db", demo_db)
+    result = entry_point("refs", "--db", demo_db)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert result.stdout.splitlines() == [
@@ -519,7 +482,7 @@ def test_refs_of_a_database_without_refs_prints_nothing(tmp_path: Path) -> None:
         await store.aclose()
 
     anyio.run(create)
-    result = agentforum_command("refs", "--db", db)
+    result = entry_point("refs", "--db", db)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
@@ -532,7 +495,7 @@ def test_refs_reports_a_ref_to_a_missing_message(demo_db: Path, tmp_path: Path) 
     with sqlite3.connect(db) as connection:  # no foreign key checks: as a bad tool would
         connection.execute("UPDATE refs SET hash = ? WHERE name = 'demo/first'", (nowhere,))
     connection.close()
-    result = agentforum_command("refs", "--db", db)
+    result = entry_point("refs", "--db", db)
     assert result.returncode == 1
     assert result.stdout.splitlines()[0].startswith(f"demo/second  {DEMO_SECOND} message")
     assert len(result.stdout.splitlines()) == 1
@@ -544,7 +507,7 @@ def test_refs_reports_a_ref_to_a_missing_message(demo_db: Path, tmp_path: Path) 
 
 def test_refs_does_not_create_a_database(tmp_path: Path) -> None:
     """``refs --db typo.db``: the one-line error of every reading command; no file made."""
-    result = agentforum_command("refs", "--db", tmp_path / "typo.db")
+    result = entry_point("refs", "--db", tmp_path / "typo.db")
     assert result.returncode == 1
     assert result.stderr.startswith("agentforum: error: ")
     assert not (tmp_path / "typo.db").exists()
@@ -561,7 +524,7 @@ def test_refs_reports_a_ref_to_a_tampered_message(demo_db: Path, tmp_path: Path)
         edited = encoding.replace(b"My advice", b"No advice")
         connection.execute("UPDATE messages SET encoding = ? WHERE hash = ?", (edited, DEMO_FIRST))
     connection.close()
-    result = agentforum_command("refs", "--db", db)
+    result = entry_point("refs", "--db", db)
     assert result.returncode == 1
     assert [line.split()[0] for line in result.stdout.splitlines()] == ["demo/second"]
     [line] = result.stderr.splitlines()
@@ -575,4 +538,4 @@ def test_the_refs_example_of_the_docs_is_what_refs_prints(demo_db: Path) -> None
     page = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
     example = page.partition("```console\n$ agentforum refs\n")[2].partition("```")[0]
     assert example
-    assert agentforum_command("refs", "--db", demo_db).stdout == example
+    assert entry_point("refs", "--db", demo_db).stdout == example

@@ -8,7 +8,7 @@ import select
 import subprocess
 import sys
 import textwrap
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
@@ -479,13 +479,15 @@ async def test_a_paused_conversation_resumes_in_another_process(tmp_path: pathli
 
 
 @pytest.fixture
-def terminal() -> Iterator[tuple[int, TextIO]]:
-    """A pseudo-terminal: the descriptor to type into, and the terminal, as a text file."""
+def terminal_user() -> Iterator[tuple[int, Agent]]:
+    """A console user at a pseudo-terminal, in a forum of its own: the descriptor to type
+    into, and the user's agent."""
     pty = pytest.importorskip("pty", reason="pseudo-terminals are POSIX")
     master, slave = pty.openpty()
     typed = open(slave, encoding="utf-8")  # closed below, after the master
+    user = Forum().agent(console_user_agent(input=typed, output=io.StringIO()))
     try:
-        yield master, typed
+        yield master, user
     finally:
         # The master first: a read still blocked on the terminal then ends (EIO).
         os.close(master)
@@ -493,15 +495,13 @@ def terminal() -> Iterator[tuple[int, TextIO]]:
 
 
 async def test_a_call_cancelled_at_a_terminal_leaves_the_next_line_to_the_next_call(
-    terminal: tuple[int, TextIO],
+    terminal_user: tuple[int, Agent],
 ) -> None:
     """Cancelled while it waits at a terminal (Ctrl-C), a call has read nothing: the line
     typed next is the next call's, not swallowed by a read left behind."""
-    master, typed = terminal
-    forum = Forum()
-    user = forum.agent(console_user_agent(input=typed, output=io.StringIO()))
+    master, user = terminal_user
     with anyio.fail_after(10):
-        async with forum:
+        async with user.forum:
             first = user.ask("first?")
             await anyio.wait_all_tasks_blocked()  # it waits for a line
             first.cancel()
@@ -512,13 +512,11 @@ async def test_a_call_cancelled_at_a_terminal_leaves_the_next_line_to_the_next_c
             assert [m.content for m in await second.messages()] == ["kept"]
 
 
-async def test_calls_at_a_terminal_take_turns(terminal: tuple[int, TextIO]) -> None:
+async def test_calls_at_a_terminal_take_turns(terminal_user: tuple[int, Agent]) -> None:
     """Two calls that wait at the same terminal: each reads a line of its own, whole."""
-    master, typed = terminal
-    forum = Forum()
-    user = forum.agent(console_user_agent(input=typed, output=io.StringIO()))
+    master, user = terminal_user
     with anyio.fail_after(10):
-        async with forum:
+        async with user.forum:
             calls = [user.ask("first?"), user.ask("second?")]
             await anyio.wait_all_tasks_blocked()
             os.write(master, b"one\\\nstill one\ntwo\n")
@@ -526,14 +524,12 @@ async def test_calls_at_a_terminal_take_turns(terminal: tuple[int, TextIO]) -> N
     assert sorted(replies) == [["one\nstill one"], ["two"]]
 
 
-async def test_the_end_of_a_terminals_input_ends_the_call(terminal: tuple[int, TextIO]) -> None:
+async def test_the_end_of_a_terminals_input_ends_the_call(terminal_user: tuple[int, Agent]) -> None:
     """Ctrl-D at the start of a line: the call responds nothing; a line cut by Ctrl-D (then
     ended by another) is read as ``readline`` would."""
-    master, typed = terminal
-    forum = Forum()
-    user = forum.agent(console_user_agent(input=typed, output=io.StringIO()))
+    master, user = terminal_user
     with anyio.fail_after(10):
-        async with forum:
+        async with user.forum:
             first = user.ask("first?")
             await anyio.wait_all_tasks_blocked()
             os.write(master, b"half\x04")  # Ctrl-D mid-line: the terminal hands over "half"
