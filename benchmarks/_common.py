@@ -13,7 +13,10 @@ one process and prints one JSON object on its last line of standard output::
 divides it by the median of ``times``. Peak RSS is the ``VmHWM`` of ``/proc/self/status``:
 the high-water mark of this process's own address space, which ``exec`` starts afresh (unlike
 ``ru_maxrss``, which a child inherits from the process that forked it). ``base_rss_kib`` is
-the RSS (``VmRSS``) after the imports, before the first run.
+the RSS (``VmRSS``) after the imports, before the first run. The kernel's RSS counters are
+approximate (per-CPU counts, summed lazily), so a ``VmHWM`` read after the runs can come out
+a page or two below a ``VmRSS`` read before them: the reported peak is the higher of the two
+readings, never below the base.
 """
 
 from __future__ import annotations
@@ -168,7 +171,8 @@ def run_case(
     return {
         "times": times,
         "units": units,
-        "peak_rss_kib": peak_rss_kib(),
+        # Both are readings of the RSS: the base is one the peak has reached (see above).
+        "peak_rss_kib": max(peak_rss_kib(), base),
         "base_rss_kib": base,
         "extra": extra,
         "python": sys.version.split()[0],

@@ -147,12 +147,19 @@ def build_team(forum: Forum, client: openai.AsyncOpenAI | None, model: str, dela
 
 async def main(question: str, db: str, fast: bool) -> list[Message]:
     """Ask the team, print the answers as they stream; return the answer's branch."""
-    online = "OPENAI_API_KEY" in os.environ or "OPENAI_BASE_URL" in os.environ
-    model = os.environ.get("OPENAI_MODEL", "gpt-4o-mini") if online else "scripted"
+    configured = [name for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL") if name in os.environ]
+    model = os.environ.get("OPENAI_MODEL", "gpt-4o-mini") if configured else "scripted"
     async with contextlib.AsyncExitStack() as stack:
         client = None
-        if online:
-            import openai  # pip install "agentforum[openai]"
+        if configured:
+            try:
+                import openai
+            except ModuleNotFoundError:
+                sys.exit(
+                    f"research_team.py: error: {' and '.join(configured)} set, so the team "
+                    "asks a model through the openai SDK, which is not installed: "
+                    "pip install 'agentforum[openai]'"
+                )
 
             # A local server needs no key, but the SDK needs one: any placeholder will do.
             key = os.environ.get("OPENAI_API_KEY", "unused")

@@ -1,9 +1,15 @@
-"""Shared fixtures: every async test runs on asyncio (in debug mode) and on Trio."""
+"""Shared fixtures: every async test runs on asyncio (in debug mode) and on Trio; the demo's
+database, for the tests of the command line."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 from hypothesis import HealthCheck, settings
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 settings.register_profile(
     "default",
@@ -23,3 +29,16 @@ settings.load_profile("default")
 def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, object]]:
     """Run each ``@pytest.mark.anyio`` test once per backend."""
     return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database written by ``agentforum demo --fast`` (shared: copy it to change it)."""
+    from click.testing import CliRunner
+
+    from agentforum.cli._app import cli
+
+    path = tmp_path_factory.mktemp("demo") / "demo.db"
+    result = CliRunner().invoke(cli, ["demo", "--fast", "--db", str(path)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return path

@@ -359,7 +359,7 @@ class Hang(Stream):
     """A stream that stops after ``after`` tokens and waits for the client to close it.
 
     :attr:`disconnected` is set when the server sees the connection closed (the end of
-    the stream it reads from), and :attr:`disconnected_at` is then ``anyio.current_time()``.
+    the stream it reads from).
     """
 
     def __init__(self, tokens: Iterable[str], *, after: int | None = None, **options: Any) -> None:
@@ -367,8 +367,6 @@ class Hang(Stream):
         self.after = len(self.tokens) if after is None else after
         #: Set when the client has closed the connection.
         self.disconnected = anyio.Event()
-        #: When (``anyio.current_time()``) the server saw the connection closed.
-        self.disconnected_at: float | None = None
 
     async def _may_send(self, exchange: _Exchange, index: int) -> bool:
         if index >= self.after:
@@ -382,7 +380,6 @@ class Hang(Stream):
 
     async def _hang(self, exchange: _Exchange) -> None:
         await _wait_for_disconnect(exchange.stream)
-        self.disconnected_at = anyio.current_time()
         self.disconnected.set()
 
 

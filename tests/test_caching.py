@@ -269,7 +269,7 @@ async def test_a_failed_flight_is_one_failure_for_all_its_followers(observed: bo
             for _ in range(3):
                 failing.tell("q")
             sequence = failing.ask("q")
-            await anyio.sleep(0.01)
+            await anyio.wait_all_tasks_blocked()
             go.set()
             if observed:
                 with pytest.raises(AgentError) as error:
@@ -391,7 +391,7 @@ async def test_the_last_follower_to_cancel_cancels_the_flight() -> None:
             first, second = forum._agents["slow"].ask("q"), forum._agents["slow"].ask("q")
             await started.wait()
             first.cancel()
-            await anyio.sleep(0.01)
+            await anyio.wait_all_tasks_blocked()
             assert log == ["run"]  # the second still follows the flight
             second.cancel()
             errors = []
@@ -406,7 +406,7 @@ async def test_the_last_follower_to_cancel_cancels_the_flight() -> None:
             assert (cut.content, dict(cut.metadata)) == ("partial", {"incomplete": True})
             # Not cached: a new call runs the agent again.
             third = forum._agents["slow"].ask("q")
-            await anyio.sleep(0.01)
+            await anyio.wait_all_tasks_blocked()
             assert log == ["run", "finally", "run"]
             third.cancel()
             with pytest.raises(AgentCancelled):

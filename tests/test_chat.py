@@ -51,7 +51,7 @@ def test_the_resume_hint_quotes_a_database_path_for_the_shell(tmp_path: Path) ->
     folder = tmp_path / "my chats"
     folder.mkdir()
     db = folder / "it's.db"
-    result = chat(db, "exit\n")
+    result = chat(db, "Hi\nexit\n")
     assert result.returncode == 0, result.stderr
     [line] = [line for line in result.stdout.splitlines() if "Resume with:" in line]
     command = shlex.split(line.partition("Resume with: ")[2])

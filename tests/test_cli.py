@@ -16,7 +16,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +40,17 @@ from agentforum import (
 )
 from agentforum.cli import main
 from agentforum.cli._app import CommandError, cli, user_errors
-from agentforum.cli._demo import FOLLOW_UP, QUESTION, Typewriter, build
+from agentforum.cli._demo import (
+    ASSISTANT,
+    CRITIC,
+    CRITIC_REQUEST,
+    FOLLOW_UP,
+    QUESTION,
+    RESEARCHER,
+    TOKEN_DELAY,
+    Typewriter,
+    build,
+)
 
 if sys.version_info < (3, 11):
     from exceptiongroup import ExceptionGroup
@@ -61,10 +70,23 @@ def invoke(*args: str | Path, input: bytes | None = None) -> Result:
     return runner.invoke(cli, [str(arg) for arg in args], input=input, catch_exceptions=False)
 
 
+def environment(**changes: str) -> dict[str, str]:
+    """This process's environment, changed, without the variables that would change what
+    the command line does: colour, a model, a database of the user's."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("OPENAI_")
+        and name not in ("AGENTFORUM_DB", "AGENTFORUM_MODEL", "NO_COLOR", "FORCE_COLOR")
+    }
+    env.update(changes)
+    return env
+
+
 def entry_point(*args: str | Path, **options: Any) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m agentforum ARGS`` in a subprocess (the real entry point)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
-    env.update(options.pop("env", {}))
+    """Run ``python -m agentforum ARGS`` in a subprocess (the real entry point), in
+    :func:`environment` changed by ``env``."""
+    env = environment(**options.pop("env", {}))
     return subprocess.run(
         [sys.executable, "-m", "agentforum", *map(str, args)],
         capture_output=True,
@@ -131,15 +153,6 @@ def assert_one_line_error(result: Result | subprocess.CompletedProcess[str], *wo
 def snapshot(directory: Path) -> dict[str, bytes]:
     """Every file of ``directory`` and its bytes."""
     return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
-
-
-@pytest.fixture(scope="module")
-def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A database written by ``agentforum demo --fast`` (shared: copy it to change it)."""
-    path = tmp_path_factory.mktemp("demo") / "demo.db"
-    result = invoke("demo", "--fast", "--db", path)
-    assert result.exit_code == 0, result.output
-    return path
 
 
 @pytest.fixture
@@ -237,15 +250,24 @@ def test_demo_twice_writes_the_same_messages(demo_db: Path, tmp_path: Path) -> N
         assert arun(refs_of, path) == arun(refs_of, demo_db)
 
 
-def test_demo_with_delays_finishes_in_time_through_the_entry_point(tmp_path: Path) -> None:
-    """``python -m agentforum demo`` (with its token delays) ends well within 10 seconds."""
-    start = time.monotonic()
+def test_demo_with_delays_runs_through_the_entry_point(tmp_path: Path) -> None:
+    """``python -m agentforum demo`` (with its token delays) runs to the end, plain when piped;
+    its delays add up to the "about 4 seconds" of docs/cli.md (counted, not timed)."""
     result = entry_point("demo", "--db", tmp_path / "slow.db")
-    elapsed = time.monotonic() - start
     assert result.returncode == 0, result.stderr
-    assert elapsed < 10
     assert "demo/first" in result.stdout
     assert not ANSI.search(result.stdout)  # piped: plain text
+    # The scripted model sleeps TOKEN_DELAY before each token of these, one after the other.
+    streamed = [
+        ASSISTANT["intro"],
+        RESEARCHER[QUESTION],
+        CRITIC[CRITIC_REQUEST],
+        ASSISTANT[QUESTION],
+        RESEARCHER[FOLLOW_UP],
+        ASSISTANT[FOLLOW_UP],
+    ]
+    delays = sum(len(re.findall(r"\s*\S+", text)) for text in streamed) * TOKEN_DELAY
+    assert 3 <= delays <= 5
 
 
 def test_demo_refuses_a_file_that_is_not_a_database(tmp_path: Path) -> None:
@@ -657,10 +679,11 @@ def test_python_m_agentforum_runs_the_command_line(
 
 
 def test_help_lists_every_command() -> None:
-    """``python -m agentforum --help`` lists the eight commands."""
+    """``python -m agentforum --help`` lists the ten commands."""
     result = entry_point("--help")
     assert result.returncode == 0
-    for command in ("demo", "log", "show", "tree", "fsck", "export", "import", "graph"):
+    commands = ("demo", "chat", "log", "show", "tree", "refs", "fsck", "export", "import", "graph")
+    for command in commands:
         assert re.search(rf"^\s+{command}\s", result.stdout, re.MULTILINE), command
 
 

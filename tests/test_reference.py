@@ -65,6 +65,8 @@ def _public() -> dict[str, object]:
             names[f"{package}.{name}"] = getattr(module, name)
     # agentforum.cli exports the command line's entry point; the commands are on docs/cli.md.
     names["agentforum.cli.main"] = importlib.import_module("agentforum.cli").main
+    # Public, but not in __all__ (as in trio and anyio): star imports do not bind it.
+    names["agentforum.__version__"] = importlib.import_module("agentforum").__version__
     return names
 
 

@@ -1,5 +1,7 @@
 """agentforum: multi-agent systems as git-like trees of immutable messages."""
 
+import importlib.metadata as _metadata
+
 from ._agents import Agent as Agent
 from ._agents import AgentCall as AgentCall
 from ._agents import AgentFunction as AgentFunction
@@ -67,6 +69,13 @@ __all__ = (
     "hash_content",
 )
 
+try:
+    __version__: str = _metadata.version("agentforum")
+    """The version of the installed distribution, as ``pip show agentforum`` gives it
+    (``"0+unknown"`` for a source tree imported without being installed). Not in
+    ``__all__``, as in trio and anyio."""
+except _metadata.PackageNotFoundError:
+    __version__ = "0+unknown"
 
 claim(globals(), __all__)
-del claim
+del claim, _metadata

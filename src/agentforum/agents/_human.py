@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import os
 import sys
 from typing import TYPE_CHECKING, ClassVar, Final, TextIO
 
@@ -45,6 +46,10 @@ class ConsoleUser:
     ) -> None:
         self._input = input
         self._output = output
+        # One call reads at a time (a message may take several lines), in the order the
+        # calls came; and what a terminal gave beyond a line waits here for the next read.
+        self._reading = anyio.Lock()
+        self._typed = b""
         #: What is printed before the human types a message.
         self.prompt = prompt
         #: What is printed before each message the human is shown.
@@ -73,7 +78,8 @@ class ConsoleUser:
             if not ended:
                 output.write("\n")
             await promise  # a request that failed fails this call too
-        reply = await self._read(output)
+        async with self._reading:
+            reply = await self._read(output)
         if reply is not None:
             ctx.respond(reply)
 
@@ -85,9 +91,7 @@ class ConsoleUser:
         while True:
             output.write(self.prompt if not lines else "." * len(self.prompt.rstrip()) + " ")
             output.flush()
-            # A blocking read, in a worker thread. If the call is cancelled meanwhile, the
-            # read is abandoned: the line being typed then goes to the abandoned read.
-            line = await anyio.to_thread.run_sync(source.readline, abandon_on_cancel=True)
+            line = await self._read_line(source)
             if not line:  # the end of the input: Ctrl-D at a terminal
                 output.write("\n")
                 output.flush()
@@ -106,6 +110,45 @@ class ConsoleUser:
             if message.strip():
                 return message
             lines = []  # nothing typed: ask again
+
+    async def _read_line(self, source: TextIO) -> str:
+        """The next line of ``source``, as ``readline`` returns it (``""`` at the end)."""
+        terminal = _terminal_descriptor(source)
+        if terminal is None:
+            # A blocking read, in a worker thread. If the call is cancelled meanwhile, the
+            # read is abandoned: the line being typed then goes to the abandoned read.
+            return await anyio.to_thread.run_sync(source.readline, abandon_on_cancel=True)
+        # A terminal hands its input over a line at a time (at Enter, or Ctrl-D): wait in
+        # the event loop until it has some, then read what it has, which does not block.
+        # Cancelled, the wait reads nothing: no thread is left waiting for a line, and the
+        # next line typed goes to the next read.
+        while True:
+            line, end, rest = self._typed.partition(b"\n")
+            if end:
+                self._typed = rest
+                return _decode(line + end, source)
+            await anyio.wait_readable(terminal)
+            chunk = os.read(terminal, 4096)
+            if not chunk:  # the end of the input: Ctrl-D at the start of a line
+                self._typed = b""
+                return _decode(line, source)
+            self._typed += chunk
+
+
+def _terminal_descriptor(stream: TextIO) -> int | None:
+    """The file descriptor of ``stream`` if it is a terminal whose input the event loop can
+    wait for (POSIX), else ``None``."""
+    if os.name != "posix" or not _is_terminal(stream):
+        return None
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):  # no file descriptor behind it
+        return None
+
+
+def _decode(data: bytes, stream: TextIO) -> str:
+    """``data`` read from ``stream``'s file descriptor, decoded as ``stream`` decodes."""
+    return data.decode(stream.encoding or "utf-8", stream.errors or "strict")
 
 
 def _is_terminal(stream: TextIO) -> bool:
@@ -141,10 +184,15 @@ def console_user_agent(
       ends the conversation: the call responds nothing, which ends a
       :func:`dialog_loop`. What was typed before the end of the input is dropped.
 
-    The reads block, so they run in a worker thread (:func:`anyio.to_thread.run_sync`);
-    the rest of the program goes on meanwhile. A call cancelled while it waits for a line
-    abandons the read, and the line typed next goes to it, unseen. Nothing but the standard
-    library is needed (no rich, no click).
+    The rest of the program goes on while the human types. At a terminal (on POSIX), the
+    call waits in the event loop until the terminal has a line, then reads it from the
+    terminal's file descriptor: a call cancelled while it waits (Ctrl-C, say) stops at
+    once, and the line typed next goes to the next call that reads. Any other input (a
+    pipe, a file, an ``io.StringIO``, a console on Windows) is read in a worker thread
+    (:func:`anyio.to_thread.run_sync`), whose read, if the call is cancelled meanwhile, is
+    abandoned: the line typed next goes to it, unseen. Calls that read at the same time
+    take turns, in the order they came. Nothing but the standard library is needed (no
+    rich, no click).
 
     Args:
         input: Where replies are read (default: ``sys.stdin`` when the call runs).

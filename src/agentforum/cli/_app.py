@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 import anyio
+import anyio.abc
 import click
 from rich.console import Console
 from rich.text import Text
@@ -28,8 +32,9 @@ from agentforum import (
 )
 
 from . import _bundle, _graph
-from ._chat import run_chat
+from ._chat import Session, run_chat
 from ._database import (
+    DB_VARIABLE,
     DEFAULT_DB,
     Tree,
     UserError,
@@ -40,7 +45,7 @@ from ._database import (
     short_length,
 )
 from ._demo import run_demo
-from ._render import kind, log_entry, show_lines, summary, tree_lines
+from ._render import STYLES, kind, log_entry, printable, show_lines, summary, tree_lines
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -55,6 +60,9 @@ ONELINE_LIMIT = 72
 #: Exit status of a command that failed for a reason the user can fix (2 is click's, for
 #: usage errors).
 EXIT_FAILURE = 1
+#: Exit status of a command stopped by Ctrl-C: 128 + SIGINT, as a shell reports a process
+#: that SIGINT ended.
+EXIT_INTERRUPTED = 130
 
 
 class CommandError(click.ClickException):
@@ -85,12 +93,27 @@ def _describe(exc: BaseException) -> str | None:
     return None
 
 
+def _broken_pipe(exc: BaseException) -> BrokenPipeError | None:
+    """The :exc:`BrokenPipeError` that ``exc`` is, or that all of a task group's errors are."""
+    if isinstance(exc, BaseExceptionGroup):
+        pipes = [_broken_pipe(inner) for inner in exc.exceptions]
+        return pipes[0] if pipes and all(pipes) else None
+    return exc if isinstance(exc, BrokenPipeError) else None
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn the errors a user can fix (see :func:`_describe`) into a one-line failure."""
+    """Turn the errors a user can fix (see :func:`_describe`) into a one-line failure.
+
+    A broken pipe (``agentforum demo | head -3``), however deep in a task group it was
+    raised, goes on as itself: click ends the command quietly, with status 1.
+    """
     try:
         yield
     except (AgentForumError, OSError, BaseExceptionGroup) as exc:
+        pipe = _broken_pipe(exc)
+        if pipe is not None:
+            raise pipe from None
         message = _describe(exc)
         if message is None:
             raise
@@ -98,14 +121,68 @@ def user_errors() -> Iterator[None]:
 
 
 def run(function: Callable[..., Awaitable[T]], *args: object) -> T:
-    """Run ``function(*args)`` on asyncio, reporting user errors in one line."""
+    """Run ``function(*args)`` on asyncio, reporting user errors in one line.
+
+    Ctrl-C cancels it (see :func:`_until_interrupted`): its tasks end, its stores close
+    (what was written is kept), and the command exits with :data:`EXIT_INTERRUPTED`.
+    """
     with user_errors():
-        return anyio.run(function, *args, backend="asyncio")
+        try:
+            outcome = anyio.run(
+                _until_interrupted, functools.partial(function, *args), backend="asyncio"
+            )
+        except KeyboardInterrupt:  # a Ctrl-C that came before or after the watch
+            outcome = _Interrupted()
+        if isinstance(outcome, _Interrupted):
+            click.echo(err=True)  # end the line where the terminal echoed ^C
+            raise SystemExit(EXIT_INTERRUPTED)
+        return outcome
+
+
+class _Interrupted:
+    """What :func:`_until_interrupted` returns when Ctrl-C cancelled the work."""
+
+
+async def _until_interrupted(work: Callable[[], Awaitable[T]]) -> T | _Interrupted:
+    """Await ``work()``; Ctrl-C (SIGINT) cancels it as a cancel scope does.
+
+    Left to asyncio, Ctrl-C cancels the main task natively, which anyio's shielded scopes
+    do not hold back, so that two writes meant to be done together (both refs of a chat)
+    could be cut apart. Where signals cannot be received (Windows, a thread other than the
+    main one), Ctrl-C is asyncio's: ``anyio.run`` raises :exc:`KeyboardInterrupt`.
+    """
+    if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
+        return await work()
+    interrupted = False
+    async with anyio.create_task_group() as group:
+
+        async def watch(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+            nonlocal interrupted
+            with anyio.open_signal_receiver(signal.SIGINT) as signals:
+                task_status.started()
+                async for _ in signals:
+                    interrupted = True
+                    group.cancel_scope.cancel()
+
+        await group.start(watch)
+        result = await work()
+        group.cancel_scope.cancel()  # the watch: the work is done
+    return _Interrupted() if interrupted else result
+
+
+class _Console(Console):
+    """A rich console whose broken pipe is a :exc:`BrokenPipeError`, as for any other write
+    (rich's own way, ``SystemExit(1)``, would be one more error in a task group)."""
+
+    def on_broken_pipe(self) -> None:
+        """Write nothing more; raise :exc:`BrokenPipeError`."""
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
 
 
 def stdout() -> Console:
     """The console for results: colour in a terminal (unless NO_COLOR), plain when piped."""
-    return Console(highlight=False, soft_wrap=True)
+    return _Console(highlight=False, soft_wrap=True)
 
 
 def emit(console: Console, lines: Iterable[Text]) -> None:
@@ -126,12 +203,14 @@ def emit(console: Console, lines: Iterable[Text]) -> None:
 
 
 def db_option(function: Callable[..., None]) -> Callable[..., None]:
-    """Add the ``--db PATH`` option that every command has."""
+    """Add the ``--db PATH`` option that every command has (else ``$AGENTFORUM_DB``)."""
     return click.option(
         "--db",
         "db",
         default=DEFAULT_DB,
         show_default=True,
+        envvar=DB_VARIABLE,
+        show_envvar=True,
         metavar="PATH",
         type=click.Path(dir_okay=False),
         help="The agentforum database (SQLite) to use.",
@@ -143,8 +222,8 @@ def db_option(function: Callable[..., None]) -> Callable[..., None]:
 def cli() -> None:
     """Inspect, check and share the message trees of agentforum, in the manner of git.
 
-    Every command works on an SQLite database, `agentforum.db` in the working directory
-    unless --db says otherwise. Start with `agentforum demo`.
+    Every command works on an SQLite database: the one --db names, else $AGENTFORUM_DB,
+    else `agentforum.db` in the working directory. Start with `agentforum demo`.
     """
 
 
@@ -183,13 +262,22 @@ def log(ref: str, oneline: bool, max_count: int | None, calls: bool, db: str) ->
             if not oneline:
                 yield from log_entry(message, names)
                 continue
-            line = summary(message, 10, names, limit=ONELINE_LIMIT)
-            if console.is_terminal and line.cell_len > console.width:
-                room = max(20, ONELINE_LIMIT - (line.cell_len - console.width))
-                line = summary(message, 10, names, limit=room)
-            yield line
+            yield oneline_summary(console, message, names)
 
     emit(console, lines())
+
+
+def oneline_summary(
+    console: Console, message: Message, names: list[str], *, before: int = 0
+) -> Text:
+    """The summary of ``message`` that ``log --oneline`` prints, its content cut to
+    :data:`ONELINE_LIMIT` characters, or less so that the line (after ``before`` cells of
+    something else) fits a terminal."""
+    line = summary(message, 10, names, limit=ONELINE_LIMIT)
+    overflow = before + line.cell_len - console.width
+    if console.is_terminal and overflow > 0:
+        line = summary(message, 10, names, limit=max(20, ONELINE_LIMIT - overflow))
+    return line
 
 
 async def _branch(db: str, ref: str) -> tuple[list[Message], dict[str, list[str]]]:
@@ -259,6 +347,63 @@ def tree(db: str) -> None:
 async def _tree(db: str) -> Tree:
     async with open_store(db) as store:
         return await load_tree(store)
+
+
+# -- refs ---------------------------------------------------------------------------------------
+
+
+@cli.command()
+@db_option
+def refs(db: str) -> None:
+    """List the refs, by name, each with the message it points at, like `git branch -v`.
+
+    Each line is a ref's name, then its message as `log --oneline` shows it: short hash,
+    kind, sender and first line of content. A database without refs prints nothing. A
+    ref whose message is missing or damaged is reported on standard error instead (run
+    `agentforum fsck`), and the status is then 1.
+    """
+    found, problems = run(_refs, db)
+    console = stdout()
+    width = max((len(name) for name, _ in found), default=0)
+
+    def lines() -> Iterator[Text]:
+        for name, message in found:
+            shown = printable(name)
+            line = Text.assemble((shown, STYLES["ref"]), " " * (width - len(shown) + 2))
+            yield line.append_text(oneline_summary(console, message, [], before=width + 2))
+
+    emit(console, lines())
+    for problem in problems:
+        click.echo(f"agentforum: error: {problem}", err=True)
+    if problems:
+        raise SystemExit(EXIT_FAILURE)
+
+
+async def _refs(db: str) -> tuple[list[tuple[str, Message]], list[str]]:
+    """Every ref whose message can be read, by name, and a line for each that cannot."""
+    async with open_store(db) as store:
+        found: list[tuple[str, Message]] = []
+        problems: list[str] = []
+        for name, key in sorted((await store.refs()).items()):
+            target = await _ref_target(store, name, key)
+            if isinstance(target, str):
+                problems.append(target)
+            else:
+                found.append((name, target))
+        return found, problems
+
+
+async def _ref_target(store: MessageStore, name: str, key: str) -> Message | str:
+    """The message the ref ``name`` points at, or why it cannot be read."""
+    try:
+        return await store.get(key)
+    except MessageNotFoundError:
+        return (
+            f"ref {printable(name)} points at {key}, which is not in the database "
+            "(run `agentforum fsck` for every problem)"
+        )
+    except IntegrityError as exc:
+        return f"ref {printable(name)}: {_describe(exc)}"
 
 
 # -- fsck ---------------------------------------------------------------------------------------
@@ -517,4 +662,10 @@ def chat(resume: str | None, model: str | None, db: str) -> None:
     conversation that ends at REF and goes on from there, advancing REF when it is a
     chat/<n> ref (else the chat/<n> ref already at that message, or a new one).
     """
-    run(functools.partial(run_chat, db, resume, model))
+    session = Session(db, resume)
+    try:
+        run(functools.partial(run_chat, session, model))
+    finally:  # however the chat ended (exit, Ctrl-D, Ctrl-C, an error): how to go on
+        farewell = session.farewell()
+        if farewell is not None:
+            click.echo(farewell)

@@ -12,13 +12,17 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import sys
 from typing import TYPE_CHECKING, Final, TextIO
+
+import anyio
+import attrs
 
 from agentforum import ErrorMessage, Forum, ForwardedMessage, Message
 from agentforum.agents import console_user_agent, dialog_loop
 
-from ._database import db_hint, find, open_store
+from ._database import UserError, db_hint, find, open_store
 
 if TYPE_CHECKING:
     from agentforum import AgentFunction, MessageStore
@@ -30,6 +34,40 @@ LATEST: Final = "chat/latest"
 _NUMBERED: Final = re.compile(r"chat/([0-9]+)")
 USER: Final = "user"
 ASSISTANT: Final = "assistant"
+#: The variables that make the chat ask a real model, through the openai SDK.
+MODEL_VARIABLES: Final = ("OPENAI_API_KEY", "OPENAI_BASE_URL")
+
+
+@attrs.define
+class Session:
+    """A chat session as the command line reports it when the session ends, however it
+    ends (``exit``, Ctrl-D, Ctrl-C, an error): :func:`run_chat` fills it in as it goes.
+
+    Attributes:
+        db: The database.
+        resume: What ``--resume`` named, if anything.
+        ref: The ref of the conversation, once chosen (``None``: the chat never started).
+        saved: Whether ``ref`` points at the conversation (it did already, or a turn
+            was saved).
+    """
+
+    db: str
+    resume: str | None
+    ref: str | None = None
+    saved: bool = False
+
+    def farewell(self) -> str | None:
+        """The last line to print: how to resume, or that there is nothing to resume."""
+        if self.ref is None:
+            return None
+        if self.saved:
+            return f"Saved. Resume with: agentforum chat --resume {self.ref}{db_hint(self.db)}"
+        if self.resume is not None:
+            return (
+                "Nothing new was said. Resume with: agentforum chat --resume "
+                f"{shlex.quote(self.resume)}{db_hint(self.db)}"
+            )
+        return "Nothing was said, so nothing was saved."
 
 
 def scripted_reply(history: list[Message]) -> str:
@@ -42,12 +80,26 @@ def scripted_reply(history: list[Message]) -> str:
 
 
 def _model(stack: contextlib.AsyncExitStack, name: str | None) -> tuple[AgentFunction, str, str]:
-    """The assistant's agent function, its model name, and a line that says which it is."""
-    if "OPENAI_API_KEY" in os.environ or "OPENAI_BASE_URL" in os.environ:
-        import openai
+    """The assistant's agent function, its model name, and a line that says which it is.
 
-        from agentforum.llms.openai import openai_agent
+    Raises:
+        UserError: a model is configured, but the openai SDK is not installed.
+    """
+    configured = [name for name in MODEL_VARIABLES if name in os.environ]
+    if configured:
+        try:
+            import openai
 
+            from agentforum.llms.openai import openai_agent
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").partition(".")[0] != "openai":
+                raise
+            names = " and ".join(configured)
+            raise UserError(
+                f"{names} {'is' if len(configured) == 1 else 'are'} set, so the chat asks a "
+                "model through the openai SDK, which is not installed: "
+                "pip install 'agentforum[openai]'"
+            ) from None
         model = name or os.environ.get("AGENTFORUM_MODEL") or DEFAULT_MODEL
         # A local server needs no key, but the SDK wants one: any placeholder does.
         client = openai.AsyncOpenAI(api_key=os.environ.get("OPENAI_API_KEY", "unused"))
@@ -78,25 +130,27 @@ async def _session_ref(store: MessageStore, resume: str | None, start: Message |
 
 
 async def run_chat(
-    db: str,
-    resume: str | None,
+    session: Session,
     model_name: str | None,
     *,
     input: TextIO | None = None,
     output: TextIO | None = None,
-) -> str:
-    """Hold the chat; return the ref of the conversation."""
+) -> None:
+    """Hold the chat; keep ``session`` up to date for its farewell."""
     out = output if output is not None else sys.stdout
+    db, resume = session.db, session.resume
 
     def say(line: str) -> None:
         out.write(line + "\n")
         out.flush()
 
     async with contextlib.AsyncExitStack() as stack:
+        # The model first: a missing SDK is reported before the database is touched.
+        function, model, about = _model(stack, model_name)
         store = await stack.enter_async_context(open_store(db, create=True))
         start = await find(store, resume) if resume is not None else None
         ref = await _session_ref(store, resume, start)
-        function, model, about = _model(stack, model_name)
+        session.ref, session.saved = ref, await store.get_ref(ref) is not None
         forum = Forum(store)
         user = forum.agent(
             console_user_agent(input=input, output=output, prefix=f"{ASSISTANT} ▸ "), alias=USER
@@ -104,9 +158,12 @@ async def run_chat(
         assistant = forum.agent(function, alias=ASSISTANT).with_kwargs(model=model)
 
         async def advance(key: str) -> None:
-            # The message is stored already: set the refs, nothing more.
-            await store.set_ref(ref, key)
-            await store.set_ref(LATEST, key)
+            # The message is stored already: set the refs, nothing more. Both move, or
+            # neither (the command line's Ctrl-C is a cancellation, which waits for this).
+            with anyio.CancelScope(shield=True):
+                await store.set_ref(ref, key)
+                await store.set_ref(LATEST, key)
+            session.saved = True
 
         # No stop condition: each turn starts while the previous one streams, so the
         # console shows the model's answer token by token.
@@ -136,5 +193,4 @@ async def run_chat(
                 forward = await promise
                 assert isinstance(forward, ForwardedMessage)
                 await advance(forward.original)
-            say(f"\nSaved. Resume with: agentforum chat --resume {ref}{db_hint(db)}")
-    return ref
+            say("")  # before the farewell, which the command line prints

@@ -16,16 +16,23 @@ from agentforum import AgentForumError, Message, MessageStore, SQLiteStore
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
 
-#: Where the commands look for the database when ``--db`` is not given.
+#: Where the commands look for the database when neither ``--db`` nor
+#: :data:`DB_VARIABLE` names one.
 DEFAULT_DB: Final = "agentforum.db"
+#: The environment variable that names the database when ``--db`` is not given.
+DB_VARIABLE: Final = "AGENTFORUM_DB"
 #: The fewest hex characters a short hash has (as in git).
 MIN_SHORT: Final = 7
 
 
 def db_hint(path: str) -> str:
     """What a suggested command adds to name the database ``path``: ``--db PATH``, quoted
-    for a POSIX shell when it must be, or nothing for the default one."""
-    return "" if path == DEFAULT_DB else f" --db {shlex.quote(path)}"
+    for a POSIX shell when it must be, or nothing for the default one when
+    :data:`DB_VARIABLE` is not set (where it is, the command may be pasted later into a
+    shell where it is not, or the other way round)."""
+    if path == DEFAULT_DB and not os.environ.get(DB_VARIABLE):
+        return ""
+    return f" --db {shlex.quote(path)}"
 
 
 class UserError(AgentForumError):

@@ -16,8 +16,17 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 import anyio
 import anyio.lowlevel
-import openai
-from openai.lib.streaming.chat import ChatCompletionStreamState
+
+try:
+    import openai
+    from openai.lib.streaming.chat import ChatCompletionStreamState
+except ModuleNotFoundError as exc:
+    if (exc.name or "").partition(".")[0] != "openai":
+        raise
+    raise ModuleNotFoundError(
+        "agentforum.llms.openai needs the openai SDK: pip install 'agentforum[openai]'",
+        name=exc.name,
+    ) from exc
 
 from .._json import FrozenDict, JSONValue, freeze_mapping
 from .._messages import ErrorMessage, Message
