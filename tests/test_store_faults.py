@@ -150,11 +150,17 @@ def edit_index_key(path: pathlib.Path, parent: str) -> None:
     start, size = page_of(path, "messages_by_parent")
     data = bytearray(path.read_bytes())
     key = bytes.fromhex(parent)
-    # An entry of the index is a record (parent, hash): a header of 3 bytes (its size, then
-    # the serial type of a 32-byte blob, 76, twice), the parent, the hash. The parent's hash
-    # appears in its own entry too, as the second column: find it as the first.
-    at = data.find(b"\x03\x4c\x4c" + key, start, start + size) + 3
-    assert at >= 3, "the key is not in the index's root page"
+    # An entry of the index is a record (parent, rowid): a header of 3 bytes (its size, the
+    # serial type of a 32-byte blob, 76, and that of the rowid), then the parent.
+    at = next(
+        (
+            found
+            for found in range(start, start + size - len(key))
+            if data[found : found + len(key)] == key and data[found - 3 : found - 1] == b"\x03\x4c"
+        ),
+        -1,
+    )
+    assert at >= 0, "the key is not in the index's root page"
     last = max(index for index, byte in enumerate(key) if byte != 0xFF)
     data[at + last] += 1
     path.write_bytes(bytes(data))
