@@ -52,8 +52,9 @@ def sha256_hex(data: bytes) -> str:
 def hash_content(text: str) -> str:
     """Return the hash of a message's content: what its document holds as ``"content"``.
 
-    The sha256, as 64 lowercase hex characters, of :data:`CONTENT_TAG` followed by the
-    UTF-8 bytes of ``text`` (``docs/hashing.md``, section 6). A content shared by many
+    The sha256, as 64 lowercase hex characters, of the 21 bytes ``agentforum/2 content``
+    and a zero byte, followed by the UTF-8 bytes of ``text`` (``docs/hashing.md``, section
+    6.1). A content shared by many
     messages (a forwarded answer, a document sent to many agents) is hashed and stored
     once, whatever its length; each message names it by this hash.
 

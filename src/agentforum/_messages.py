@@ -104,7 +104,7 @@ class Message:
 
     @functools.cached_property
     def content_hash(self) -> str:
-        """The hash of :attr:`content` alone (:func:`hash_content`), which :attr:`hash` covers.
+        """The hash of ``content`` alone (:func:`hash_content`), which :attr:`hash` covers.
 
         Messages with the same content share it: a store keeps each content once. (A
         :class:`CallMessage` has no content: its ``content_hash`` is that of the empty
