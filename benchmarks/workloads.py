@@ -560,6 +560,16 @@ def database_kib(path: str) -> float:
     return os.path.getsize(path) / 1024
 
 
+async def put_each(path: str, messages: list[Message]) -> None:
+    """Store ``messages`` one by one in the SQLiteStore at ``path``, then close it."""
+    store = SQLiteStore(path)
+    try:
+        for message in messages:
+            await store.put(message)
+    finally:
+        await store.aclose()
+
+
 def size_forwards(backend: str, params: dict[str, Any]) -> Run:
     """KiB that ``n`` forwards of one message of ``size`` characters add to an SQLiteStore's
     file: a branch of forwards after the original, each passing it on (issue 15's target)."""
@@ -577,19 +587,10 @@ def size_forwards(backend: str, params: dict[str, Any]) -> Run:
         forwards.append(parent)
     with tempfile.TemporaryDirectory() as directory:
         path = os.path.join(directory, "size.db")
-
-        async def write(messages: list[Message]) -> None:
-            store = SQLiteStore(path)
-            try:
-                for message in messages:
-                    await store.put(message)
-            finally:
-                await store.aclose()
-
-        anyio.run(write, [original], backend=backend)
+        anyio.run(put_each, path, [original], backend=backend)
         before = database_kib(path)
         with Clock() as clock:
-            anyio.run(write, forwards, backend=backend)
+            anyio.run(put_each, path, forwards, backend=backend)
         added = database_kib(path) - before
     return clock.seconds, n, {"kib": added}
 
@@ -602,17 +603,8 @@ def size_shared(backend: str, params: dict[str, Any]) -> Run:
     messages = [Message(content=document, sender=f"agent{index}") for index in range(n)]
     with tempfile.TemporaryDirectory() as directory:
         path = os.path.join(directory, "size.db")
-
-        async def write() -> None:
-            store = SQLiteStore(path)
-            try:
-                for message in messages:
-                    await store.put(message)
-            finally:
-                await store.aclose()
-
         with Clock() as clock:
-            anyio.run(write, backend=backend)
+            anyio.run(put_each, path, messages, backend=backend)
         total = database_kib(path)
     return clock.seconds, n, {"kib": total}
 
