@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from ._json import FrozenDict
-
-if TYPE_CHECKING:
-    from collections.abc import Mapping
 
 #: The domain tag of the canonical encoding: every encoded message carries it as ``"format"``.
 FORMAT: Final = "agentforum/2"
@@ -39,9 +36,19 @@ _encoder = json.JSONEncoder(
 )
 
 
-def canonical_json(document: Mapping[str, object]) -> bytes:
-    """Encode a document (a mapping of frozen JSON values) as canonical UTF-8 JSON bytes."""
-    return _encoder.encode(document).encode("utf-8")
+#: A JSON string, as the canonical encoding writes one (``ensure_ascii=False``: only ``"``,
+#: ``\\`` and the C0 controls are escaped); the encoder's own function.
+json_string: Final = json.encoder.encode_basestring
+
+
+def json_value(value: FrozenDict) -> str:
+    """The canonical JSON text of a frozen mapping (metadata or kwargs)."""
+    return "{}" if not value else _encoder.encode(value._data)
+
+
+def json_link(hash: str | None) -> str:
+    """A hash-valued key's value: ``null``, or the 64 hex characters quoted (none to escape)."""
+    return "null" if hash is None else f'"{hash}"'
 
 
 def sha256_hex(data: bytes) -> str:
@@ -70,6 +77,10 @@ def hash_content(text: str) -> str:
         raise ValueError(
             f"the content is not valid Unicode text (lone surrogate at index {exc.start})"
         ) from None
-    digest = hashlib.sha256(CONTENT_TAG)
+    digest = _TAGGED.copy()
     digest.update(data)
     return digest.hexdigest()
+
+
+# The state of sha256 after the tag: copied for each content, not hashed again.
+_TAGGED: Final = hashlib.sha256(CONTENT_TAG)

@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Final
 
 import attrs
 
-from ._hashing import FORMAT, canonical_json, hash_content, sha256_hex
+from ._hashing import FORMAT, hash_content, json_link, json_string, json_value, sha256_hex
 from ._json import EMPTY, FrozenDict, JSONValue, check_text, freeze_mapping
 
 _HASH_RE: Final = re.compile(r"[0-9a-f]{64}")
@@ -100,7 +100,7 @@ class Message:
     @functools.cached_property
     def hash(self) -> str:
         """The sha256 of the canonical encoding, as 64 lowercase hex characters."""
-        return sha256_hex(canonical_json(self._document()))
+        return sha256_hex(self._canonical().encode("utf-8"))
 
     @functools.cached_property
     def content_hash(self) -> str:
@@ -112,16 +112,19 @@ class Message:
         """
         return hash_content(self.content)
 
-    def _document(self) -> dict[str, object]:
-        return {
-            "format": FORMAT,
-            "kind": self._kind,
-            "content": self.content_hash,
-            "sender": self.sender,
-            "metadata": self.metadata,
-            "parent": self.parent,
-            "reply_to": self.reply_to,
-        }
+    def _canonical(self) -> str:
+        """The canonical JSON text of the message's document (``docs/hashing.md``).
+
+        Written key by key in canonical order, as ``json.dumps(document, sort_keys=True,
+        separators=(",", ":"), ensure_ascii=False)`` would write it (the test vectors and
+        the property tests of ``tests/test_hashing.py`` check that it does), without
+        building the document: this is what every message's hash is computed from.
+        """
+        return (
+            f'{{"content":"{self.content_hash}","format":"{FORMAT}","kind":"{self._kind}",'
+            f'"metadata":{json_value(self.metadata)},"parent":{json_link(self.parent)},'  # type: ignore[arg-type]
+            f'"reply_to":{json_link(self.reply_to)},"sender":{json_string(self.sender)}}}'
+        )
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Message):
@@ -158,10 +161,13 @@ class ForwardedMessage(Message):
             raise TypeError("original must be a message hash (str), not None")
         _check_link("original", self.original)
 
-    def _document(self) -> dict[str, object]:
-        document = super()._document()
-        document["original"] = self.original
-        return document
+    def _canonical(self) -> str:
+        return (
+            f'{{"content":"{self.content_hash}","format":"{FORMAT}","kind":"forward",'
+            f'"metadata":{json_value(self.metadata)},"original":"{self.original}",'  # type: ignore[arg-type]
+            f'"parent":{json_link(self.parent)},"reply_to":{json_link(self.reply_to)},'
+            f'"sender":{json_string(self.sender)}}}'
+        )
 
 
 def forward_of(
@@ -229,16 +235,12 @@ class CallMessage(Message):
         super().__attrs_post_init__()
         _check_str(self, "receiver")
 
-    def _document(self) -> dict[str, object]:
-        return {
-            "format": FORMAT,
-            "kind": self._kind,
-            "receiver": self.receiver,
-            "kwargs": self.kwargs,
-            "metadata": self.metadata,
-            "parent": self.parent,
-            "reply_to": self.reply_to,
-        }
+    def _canonical(self) -> str:
+        return (
+            f'{{"format":"{FORMAT}","kind":"call","kwargs":{json_value(self.kwargs)},'  # type: ignore[arg-type]
+            f'"metadata":{json_value(self.metadata)},"parent":{json_link(self.parent)},'  # type: ignore[arg-type]
+            f'"receiver":{json_string(self.receiver)},"reply_to":{json_link(self.reply_to)}}}'
+        )
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -259,10 +261,13 @@ class ErrorMessage(Message):
         super().__attrs_post_init__()
         _check_str(self, "error_type")
 
-    def _document(self) -> dict[str, object]:
-        document = super()._document()
-        document["error_type"] = self.error_type
-        return document
+    def _canonical(self) -> str:
+        return (
+            f'{{"content":"{self.content_hash}","error_type":{json_string(self.error_type)},'
+            f'"format":"{FORMAT}","kind":"error","metadata":{json_value(self.metadata)},'  # type: ignore[arg-type]
+            f'"parent":{json_link(self.parent)},"reply_to":{json_link(self.reply_to)},'
+            f'"sender":{json_string(self.sender)}}}'
+        )
 
 
 _KINDS: Final[dict[str, type[Message]]] = {
@@ -281,7 +286,7 @@ def encode_message(message: Message) -> bytes:
     hash (:attr:`Message.content_hash`) and does not hold the text: :func:`decode_message`
     takes the document and the content to rebuild the message.
     """
-    return canonical_json(message._document())
+    return message._canonical().encode("utf-8")
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import json
 from typing import TYPE_CHECKING, Any, Final
 
 from .._exceptions import IntegrityError
-from .._hashing import FORMAT, canonical_json, hash_content
+from .._hashing import FORMAT, hash_content, json_value
 from .._messages import _KINDS, CallMessage, ErrorMessage, ForwardedMessage, Message, is_hash
 
 if TYPE_CHECKING:
@@ -154,9 +154,9 @@ def row(message: Message) -> Row:
         link(message.original) if isinstance(message, ForwardedMessage) else None,
         None if call else key(message.content_hash),
         None if call else message.sender,
-        canonical_json(message.metadata).decode("utf-8"),
+        json_value(message.metadata),  # type: ignore[arg-type]
         call.receiver if call else None,
-        canonical_json(call.kwargs).decode("utf-8") if call else None,
+        json_value(call.kwargs) if call else None,  # type: ignore[arg-type]
         message.error_type if isinstance(message, ErrorMessage) else None,
     )
 

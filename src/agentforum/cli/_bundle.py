@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Final
 import attrs
 
 from agentforum import CallMessage, ForwardedMessage, Message, decode_message, encode_message
-from agentforum._hashing import canonical_json, hash_content
+from agentforum._hashing import hash_content, json_string
 
 from ._database import UserError
 
@@ -65,7 +65,7 @@ def _header(contents: int, messages: int, refs: Mapping[str, str], body: bytes) 
 
 def _content_line(text: str) -> bytes:
     """A content line: the text as a canonical JSON string (docs/hashing.md, section 4.3)."""
-    return canonical_json({"": text})[4:-1]
+    return json_string(text).encode("utf-8")
 
 
 def encode_bundle(tree: Tree) -> bytes:
