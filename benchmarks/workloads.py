@@ -27,6 +27,7 @@ from anyio.lowlevel import checkpoint
 from agentforum import (
     Agent,
     Forum,
+    ForwardedMessage,
     InteractionContext,
     MemoryStore,
     Message,
@@ -321,15 +322,17 @@ def build_chain(contents: list[str]) -> list[Message]:
 
 
 def floor_chain(contents: list[str]) -> list[str]:
-    """The hashes of the same branch with hashlib and json alone: sha256 of json.dumps(sort_keys)
-    of the same fields (with the separators of the canonical encoding, so that the hashes are the
-    very same and can be compared), each message naming its parent's hash."""
+    """The hashes of the same branch with hashlib and json alone: each content hashed (the tag
+    of docs/hashing.md, then its UTF-8 bytes), then the sha256 of json.dumps(sort_keys) of the
+    document naming it (with the separators of the canonical encoding, so that the hashes are
+    the very same and can be compared), each message naming its parent's hash."""
     hashes = []
     parent = None
     for content in contents:
+        content_hash = hashlib.sha256(b"agentforum/2 content\x00" + content.encode("utf-8"))
         document = {
-            "content": content,
-            "format": "agentforum/1",
+            "content": content_hash.hexdigest(),
+            "format": "agentforum/2",
             "kind": "message",
             "metadata": {},
             "parent": parent,
@@ -449,8 +452,13 @@ def w6_ours(backend: str, params: dict[str, Any]) -> Run:
     return seconds, count, {}
 
 
-def forum_rows(n: int, directory: str) -> tuple[str, list[tuple[object, ...]]]:
-    """The schema and the rows (in the order they were written) of W6's forum branch."""
+#: One row to insert: the table, then the row's values.
+TableRow = tuple[str, tuple[object, ...]]
+
+
+def forum_rows(n: int, directory: str) -> tuple[str, list[list[TableRow]]]:
+    """The schema, and the rows of W6's forum branch: for each message, parents first, the
+    row of its content (when the content is new) and its own row, as SQLiteStore wrote them."""
     path = os.path.join(directory, "rows.db")
 
     async def write() -> None:
@@ -464,29 +472,46 @@ def forum_rows(n: int, directory: str) -> tuple[str, list[tuple[object, ...]]]:
         schema = ";\n".join(
             sql
             for (sql,) in connection.execute(
-                "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name LIKE 'messages%'"
+                "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL "
+                "AND (name LIKE 'messages%' OR name LIKE 'contents%')"
             )
         )
-        rows = connection.execute("SELECT * FROM messages ORDER BY rowid").fetchall()
+        messages = connection.execute("SELECT * FROM messages").fetchall()
+        contents = dict(connection.execute("SELECT hash, text FROM contents"))
     finally:
         connection.close()
-    return schema, rows
+    children: dict[object, list[tuple[object, ...]]] = {}
+    for row in messages:
+        children.setdefault(row[2], []).append(row)  # the parent column
+    ordered: list[list[TableRow]] = []
+    pending, sent = [None], set()
+    while pending:
+        for row in children.get(pending.pop(), []):
+            group: list[TableRow] = []
+            if row[5] is not None and row[5] not in sent:  # the content column
+                sent.add(row[5])
+                group.append(("contents", (row[5], contents[row[5]])))
+            group.append(("messages", row))
+            ordered.append(group)
+            pending.append(row[0])
+    assert len(ordered) == len(messages)
+    return schema, ordered
 
 
-_ROWS: dict[int, tuple[str, list[tuple[object, ...]]]] = {}
+_ROWS: dict[int, tuple[str, list[list[TableRow]]]] = {}
 
 
 def w6_floor(backend: str, params: dict[str, Any]) -> Run:
-    """The same rows (W6's forum branch: hash, kind, sender, parent, reply_to, original and the
-    canonical encoding) inserted with plain sqlite3 into a new database of the same schema, in
-    WAL mode with ``synchronous = NORMAL`` and foreign keys on, as SQLiteStore does:
-    ``"commit": "each"`` is one transaction per row (the durability promise's granularity),
-    ``"commit": "once"`` is one ``executemany`` in one transaction. Synchronous, in this thread."""
+    """The same rows (W6's forum branch: each message's row and its content's) inserted with
+    plain sqlite3 into a new database of the same schema, in WAL mode with ``synchronous =
+    NORMAL`` and foreign keys on, as SQLiteStore does: ``"commit": "each"`` is one transaction
+    per message (the durability promise's granularity), ``"commit": "once"`` is one transaction
+    for all. Synchronous, in this thread."""
     n, commit = params["n"], params["commit"]
     if n not in _ROWS:  # written once per process, not once per timed run
         with tempfile.TemporaryDirectory() as directory:
             _ROWS[n] = forum_rows(n, directory)
-    schema, rows = _ROWS[n]
+    schema, groups = _ROWS[n]
     with tempfile.TemporaryDirectory() as directory:
         path = os.path.join(directory, "floor.db")
         connection = sqlite3.connect(path, isolation_level=None)
@@ -495,22 +520,93 @@ def w6_floor(backend: str, params: dict[str, Any]) -> Run:
             connection.execute("PRAGMA synchronous = NORMAL")
             connection.execute("PRAGMA foreign_keys = ON")
             connection.executescript(schema)
-            insert = f"INSERT OR IGNORE INTO messages VALUES ({', '.join('?' * len(rows[0]))})"
+            inserts = {
+                table: f"INSERT OR IGNORE INTO {table} VALUES ({', '.join('?' * width)})"
+                for table, width in (("messages", len(groups[0][-1][1])), ("contents", 2))
+            }
+            by_table = {
+                name: [row for group in groups for table, row in group if table == name]
+                for name in ("contents", "messages")
+            }
             with Clock() as clock:
                 if commit == "once":
                     connection.execute("BEGIN IMMEDIATE")
-                    connection.executemany(insert, rows)
+                    for name, rows in by_table.items():
+                        connection.executemany(inserts[name], rows)
                     connection.execute("COMMIT")
                 else:
-                    for row in rows:
+                    for group in groups:
                         connection.execute("BEGIN IMMEDIATE")
-                        connection.execute(insert, row)
+                        for table, row in group:
+                            connection.execute(inserts[table], row)
                         connection.execute("COMMIT")
             (stored,) = connection.execute("SELECT count(*) FROM messages").fetchone()
         finally:
             connection.close()
-    assert stored == len(rows), (stored, len(rows))
-    return clock.seconds, len(rows), {}
+    assert stored == len(groups), (stored, len(groups))
+    return clock.seconds, len(groups), {}
+
+
+# -- storage size --------------------------------------------------------------------------------
+
+
+def database_kib(path: str) -> float:
+    """The size of the database file (its WAL checkpointed into it), in KiB."""
+    connection = sqlite3.connect(path)
+    try:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        connection.close()
+    return os.path.getsize(path) / 1024
+
+
+async def put_each(path: str, messages: list[Message]) -> None:
+    """Store ``messages`` one by one in the SQLiteStore at ``path``, then close it."""
+    store = SQLiteStore(path)
+    try:
+        for message in messages:
+            await store.put(message)
+    finally:
+        await store.aclose()
+
+
+def size_forwards(backend: str, params: dict[str, Any]) -> Run:
+    """KiB that ``n`` forwards of one message of ``size`` characters add to an SQLiteStore's
+    file: a branch of forwards after the original, each passing it on (issue 15's target)."""
+    n, size = params["n"], params["size"]
+    original = Message(content="x" * size, sender="source")
+    forwards: list[Message] = []
+    parent = original
+    for index in range(n):
+        parent = ForwardedMessage(
+            content=original.content,
+            sender=f"proxy{index}",
+            parent=parent.hash,
+            original=original.hash,
+        )
+        forwards.append(parent)
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "size.db")
+        anyio.run(put_each, path, [original], backend=backend)
+        before = database_kib(path)
+        with Clock() as clock:
+            anyio.run(put_each, path, forwards, backend=backend)
+        added = database_kib(path) - before
+    return clock.seconds, n, {"kib": added}
+
+
+def size_shared(backend: str, params: dict[str, Any]) -> Run:
+    """KiB of an SQLiteStore's file holding ``n`` messages that carry one content of ``size``
+    characters, each in a conversation of its own (a root of another sender)."""
+    n, size = params["n"], params["size"]
+    document = "d" * size
+    messages = [Message(content=document, sender=f"agent{index}") for index in range(n)]
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "size.db")
+        with Clock() as clock:
+            anyio.run(put_each, path, messages, backend=backend)
+        total = database_kib(path)
+    return clock.seconds, n, {"kib": total}
 
 
 # -- memory --------------------------------------------------------------------------------------
@@ -548,6 +644,8 @@ CASES = {
     "W6.ours": w6_ours,
     "W6.floor": w6_floor,
     "MEM.ours": mem_ours,
+    "SIZE.forwards": size_forwards,
+    "SIZE.shared": size_shared,
 }
 
 if __name__ == "__main__":

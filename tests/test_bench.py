@@ -24,6 +24,7 @@ TINY = {
     "W5": {"sizes": [4, 8, 16]},
     "W6": {"n": 5},
     "MEM": {"n": 20},
+    "SIZE": {"forwards": 40, "forwarded": 2_000, "shared": 4, "document": 1_000},
 }
 
 
@@ -92,6 +93,7 @@ def test_harness_runs_every_workload_of_ours_and_the_floors(
     for backend in ("asyncio", "trio"):
         assert ("W1 D=50 / D=1 throughput", backend) in names
         assert ("W5 16 / 4 time", backend) in names
+        assert ("SIZE 40 forwards of one 2 KB message (added to the file)", backend) in names
     for check in results["checks"]:
         assert check["met"] in (True, False, None)
         assert (check["met"] is None) == (check["value"] is None)

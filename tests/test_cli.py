@@ -36,6 +36,7 @@ from agentforum import (
     StoreError,
     decode_message,
     encode_message,
+    hash_content,
 )
 from agentforum.cli import main
 from agentforum.cli._app import CommandError, cli, user_errors
@@ -324,7 +325,8 @@ def test_log_takes_a_hash_or_a_prefix(demo_db: Path, length: int) -> None:
 
 
 def test_show_prints_every_field_of_a_forward(demo_db: Path, demo: dict[str, Message]) -> None:
-    """``show`` prints kind, hash, parent, reply_to, sender, original, metadata, content."""
+    """``show`` prints kind, hash, parent, reply_to, sender, original, the content's hash,
+    metadata, then the content."""
     forward = find(demo, lambda m: isinstance(m, ForwardedMessage) and m.content[:3] == "Not")
     assert isinstance(forward, ForwardedMessage)
     result = invoke("show", forward.hash[:8], "--db", demo_db)
@@ -339,6 +341,7 @@ def test_show_prints_every_field_of_a_forward(demo_db: Path, demo: dict[str, Mes
     assert fields["parent"] == forward.parent
     assert fields["reply_to"] == forward.reply_to
     assert fields["original"] == forward.original
+    assert fields["content_hash"] == forward.content_hash
     assert fields["sender"] == "assistant"
     assert fields["metadata"] == "{}"
     assert fields["children"] == "2"
@@ -349,18 +352,18 @@ def test_show_prints_calls_errors_and_refs(demo_db: Path, demo: dict[str, Messag
     """A call shows its receiver and kwargs as JSON; an error its type; a ref'd message refs."""
     call = find(demo, lambda m: isinstance(m, CallMessage) and m.kwargs == {"review": True})
     out = invoke("show", call.hash, "--db", demo_db).stdout
-    assert "receiver:   assistant" in out
-    assert 'kwargs:     {"review": true}' in out
+    assert "receiver:     assistant" in out
+    assert 'kwargs:       {"review": true}' in out
     assert "content" not in out
     assert "sender" not in out
     error = find(demo, lambda m: isinstance(m, ErrorMessage))
     out = invoke("show", error.hash[:7], "--db", demo_db).stdout
-    assert "error_type: ConnectionError" in out
-    assert "kind:       error" in out
+    assert "error_type:   ConnectionError" in out
+    assert "kind:         error" in out
     out = invoke("show", "demo/second", "--db", demo_db).stdout
-    assert "refs:       demo/second" in out
+    assert "refs:         demo/second" in out
     assert (
-        "parent:     none (a root)"
+        "parent:       none (a root)"
         in invoke("show", find(demo, lambda m: m.parent is None).hash, "--db", demo_db).stdout
     )
 
@@ -505,28 +508,33 @@ def test_fsck_passes_on_a_sound_database(demo_db: Path, demo: dict[str, Message]
     """``fsck`` exits 0 on the demo's database and says how much it checked."""
     result = invoke("fsck", "--db", demo_db)
     assert result.exit_code == 0
-    assert f"sound ({len(demo)} messages and 2 refs checked)" in result.stdout
+    contents = {m.content_hash for m in demo.values() if not isinstance(m, CallMessage)}
+    assert f"sound ({len(demo)} messages, {len(contents)} contents and 2 refs checked)" in (
+        result.stdout
+    )
 
 
 def tamper(path: Path, message: Message) -> Message:
-    """Replace the stored encoding of ``message`` by that of an edited copy (a canonical one)."""
-    edited = attrs.evolve(message, content=message.content + " (edited)")
+    """Replace the stored fields of ``message`` by those of an edited copy (a valid one)."""
+    edited = attrs.evolve(message, sender=message.sender + " (edited)")
     with sqlite3.connect(path) as connection:
         connection.execute(
-            "UPDATE messages SET encoding = ? WHERE hash = ?",
-            (encode_message(edited), message.hash),
+            "UPDATE messages SET sender = ? WHERE hash = ?",
+            (edited.sender, bytes.fromhex(message.hash)),
         )
     connection.close()
     return edited
 
 
 def test_fsck_lists_a_tampered_row_and_exits_1(db: Path, demo: dict[str, Message]) -> None:
-    """A row whose encoding was edited is listed by ``fsck`` (``hash: reason``), status 1."""
+    """A row whose fields were edited is listed by ``fsck`` (``hash: reason``), status 1."""
     victim = find(demo, lambda m: m.content.startswith("It skips") and m.sender == "critic")
     tamper(db, victim)
     result = invoke("fsck", "--db", db)
     assert result.exit_code == 1
-    assert result.stdout.splitlines() == [f"{victim.hash}: its fields do not hash to its hash"]
+    assert result.stdout.splitlines() == [
+        f"{victim.hash}: its fields do not hash to its hash (it was altered)"
+    ]
     assert "1 problem found" in result.stderr
 
 
@@ -702,12 +710,15 @@ def test_export_import_round_trip(demo_db: Path, demo: dict[str, Message], tmp_p
 
 
 def test_export_format(demo_db: Path, demo: dict[str, Message]) -> None:
-    """Header first (format, count, refs, sha256 of the rest); one canonical message a line."""
+    """Header first (format, counts, refs, sha256 of the rest); then one canonical message a
+    line, each content once, as a JSON string on a line of its own before its first message."""
     data = invoke("export", "--db", demo_db).stdout_bytes
     first, body = data.split(b"\n", 1)
     header = json.loads(first)
+    contents = {m.content_hash for m in demo.values() if not isinstance(m, CallMessage)}
     assert header == {
-        "format": "agentforum-export/1",
+        "contents": len(contents),
+        "format": "agentforum-export/2",
         "messages": len(demo),
         "refs": arun(refs_of, demo_db),
         "sha256": hashlib.sha256(body).hexdigest(),
@@ -715,12 +726,20 @@ def test_export_format(demo_db: Path, demo: dict[str, Message]) -> None:
     lines = body.split(b"\n")
     assert lines[-1] == b""
     seen: set[str] = set()
+    texts: dict[str, str] = {}
     for line in lines[:-1]:
-        message = decode_message(line)
+        if line.startswith(b'"'):
+            text = json.loads(line)
+            assert hash_content(text) not in texts  # each content once
+            texts[hash_content(text)] = text
+            continue
+        content = json.loads(line).get("content")
+        message = decode_message(line, None if content is None else texts[content])
         assert hashlib.sha256(line).hexdigest() == message.hash
         assert message.parent is None or message.parent in seen  # parents first
         seen.add(message.hash)
     assert seen == demo.keys()
+    assert texts.keys() == contents
 
 
 def test_import_reads_standard_input(demo_db: Path, tmp_path: Path) -> None:
@@ -741,35 +760,41 @@ def bad_bundles(data: bytes) -> dict[str, tuple[bytes, str]]:
         fields = {**header, "sha256": hashlib.sha256(new_body).hexdigest(), **changes}
         return json.dumps(fields).encode() + b"\n" + new_body
 
-    # The researcher's first answer: it has a child, and a forward of it follows.
-    index = next(i for i, line in enumerate(lines) if b'"content":"Not yet' in line)
-    assert b'"kind":"message"' in lines[index]
+    # The researcher's first answer: it has a child, and a forward of it follows. Its content
+    # comes on a line of its own, before the first message that names it.
+    text = next(i for i, line in enumerate(lines) if line.startswith(b'"Not yet'))
+    named = f'"content":"{hash_content(json.loads(lines[text]))}"'.encode()
+    index = next(i for i, line in enumerate(lines) if named in line and b'"kind":"message"' in line)
 
-    def replaced(line: bytes) -> bytes:
-        return b"\n".join([*lines[:index], line, *lines[index + 1 :]])
+    def replaced(line: bytes, at: int = index) -> bytes:
+        return b"\n".join([*lines[:at], line, *lines[at + 1 :]])
 
-    edited = replaced(lines[index].replace(b"Not yet", b"Not now"))
+    edited = replaced(lines[text].replace(b"Not yet", b"Not now"), text)
     return {
         "edited line": (first + b"\n" + edited, "altered"),
-        "non-canonical line": (
-            first + b"\n" + replaced(lines[index].replace(b'{"content"', b'{ "content"')),
+        "non-canonical line, sha256 recomputed": (
+            with_header(replaced(lines[index].replace(b'{"content"', b'{ "content"'))),
             f"line {index + 2} is not a canonical message",
         ),
-        "edited line, sha256 recomputed": (with_header(edited), "not in the bundle"),
+        "edited line, sha256 recomputed": (with_header(edited), "is not on an earlier line"),
         "cut at a line boundary": (first + b"\n" + b"\n".join(lines[:5]) + b"\n", "truncated"),
         "cut inside a line": (data[: len(data) // 2], "truncated"),
         "cut inside the header": (first[:40], "truncated"),
         "header only": (first + b"\n", "truncated"),
-        "one line too many": (data + lines[0] + b"\n", f"announces {header['messages']} messages"),
+        "one line too many": (data + lines[1] + b"\n", f"announces {header['messages']} messages"),
         "repeated line, sha256 recomputed": (
-            with_header(body + lines[0] + b"\n", messages=len(lines)),
+            with_header(body + lines[1] + b"\n", messages=header["messages"] + 1),
             "repeats message",
         ),
         "not a bundle": (b"hello\nworld\n", "not an agentforum export bundle"),
         "empty file": (b"", "not an agentforum export bundle"),
         "newer format": (
-            with_header(body, format="agentforum-export/2"),
-            "this agentforum reads agentforum-export/1",
+            with_header(body, format="agentforum-export/3"),
+            "this agentforum reads agentforum-export/2",
+        ),
+        "format 1": (
+            with_header(body, format="agentforum-export/1"),
+            "a bundle of format 'agentforum-export/1': this agentforum reads agentforum-export/2",
         ),
         "foreign format": (with_header(body, format="gitbundle/2"), "format 'gitbundle/2'"),
         "malformed header": (with_header(body, messages="21"), "header line is malformed"),
@@ -780,7 +805,7 @@ def bad_bundles(data: bytes) -> dict[str, tuple[bytes, str]]:
 
 BAD_BUNDLES = [
     "edited line",
-    "non-canonical line",
+    "non-canonical line, sha256 recomputed",
     "edited line, sha256 recomputed",
     "cut at a line boundary",
     "cut inside a line",
@@ -791,6 +816,7 @@ BAD_BUNDLES = [
     "not a bundle",
     "empty file",
     "newer format",
+    "format 1",
     "foreign format",
     "malformed header",
     "bad ref name",
@@ -839,9 +865,10 @@ def test_import_accepts_links_to_messages_already_stored(tmp_path: Path) -> None
     root = Message(content="root", sender="user")
     child = Message(content="child", sender="user", parent=root.hash)
     arun(write, [root])
-    body = encode_message(child) + b"\n"
+    body = b'"child"\n' + encode_message(child) + b"\n"
     header = {
-        "format": "agentforum-export/1",
+        "contents": 1,
+        "format": "agentforum-export/2",
         "messages": 1,
         "refs": {"tip": child.hash},
         "sha256": hashlib.sha256(body).hexdigest(),

@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Seconds a process may stay silent before a test gives up on it (it hangs: a failure).
 HANG = 60
 #: The (deterministic) hashes of the messages that the demo's refs point at.
-DEMO_FIRST = "86cebd7393385560f871c16d7a5eaa6c453ab2c08a8889272f6ee432e6cac22c"
-DEMO_SECOND = "8b566012b7"
+DEMO_FIRST = "8d39f9f2261a49b875758587342ed266aae4dbf5db6dddfb8adcbc0f3dfce0e1"
+DEMO_SECOND = "416911fbf7"
 
 
 def refs_and_branch(db: Path, ref: str) -> tuple[dict[str, str], list[str]]:
@@ -493,7 +493,9 @@ def test_refs_reports_a_ref_to_a_missing_message(demo_db: Path, tmp_path: Path) 
     db.write_bytes(demo_db.read_bytes())
     nowhere = "ab" * 32
     with sqlite3.connect(db) as connection:  # no foreign key checks: as a bad tool would
-        connection.execute("UPDATE refs SET hash = ? WHERE name = 'demo/first'", (nowhere,))
+        connection.execute(
+            "UPDATE refs SET hash = ? WHERE name = 'demo/first'", (bytes.fromhex(nowhere),)
+        )
     connection.close()
     result = entry_point("refs", "--db", db)
     assert result.returncode == 1
@@ -518,11 +520,9 @@ def test_refs_reports_a_ref_to_a_tampered_message(demo_db: Path, tmp_path: Path)
     db = tmp_path / "tampered.db"
     db.write_bytes(demo_db.read_bytes())
     with sqlite3.connect(db) as connection:
-        (encoding,) = connection.execute(
-            "SELECT encoding FROM messages WHERE hash = ?", (DEMO_FIRST,)
-        ).fetchone()
-        edited = encoding.replace(b"My advice", b"No advice")
-        connection.execute("UPDATE messages SET encoding = ? WHERE hash = ?", (edited, DEMO_FIRST))
+        connection.execute(
+            "UPDATE messages SET sender = 'nobody' WHERE hash = ?", (bytes.fromhex(DEMO_FIRST),)
+        )
     connection.close()
     result = entry_point("refs", "--db", db)
     assert result.returncode == 1

@@ -31,8 +31,8 @@ from agentforum import (
     Message,
     decode_message,
     encode_message,
+    hash_content,
 )
-from agentforum._hashing import LONG_CONTENT
 
 VECTORS_DIR = pathlib.Path(__file__).parent / "vectors"
 VECTOR_PATHS = sorted(VECTORS_DIR.glob("*.json"))
@@ -49,7 +49,9 @@ CLASSES: dict[str, type[Message]] = {
 # An independent implementation of docs/hashing.md (sections 2, 4 and 6).
 # -------------------------------------------------------------------------------------------
 
-FORMAT = "agentforum/1"
+FORMAT = "agentforum/2"
+#: Section 6: the bytes that precede a content's UTF-8 bytes when it is hashed.
+CONTENT_TAG = b"agentforum/2 content\x00"
 
 #: Section 2: the keys of the document of each kind, in canonical order.
 DOCUMENT_KEYS = {
@@ -94,9 +96,20 @@ _SHORT_ESCAPES = {
 }
 
 
+def spec_content_hash(text: str) -> str:
+    """Section 6: the hash of a content, the sha256 of the tag and the text's UTF-8 bytes."""
+    return hashlib.sha256(CONTENT_TAG + text.encode("utf-8")).hexdigest()
+
+
 def spec_document(kind: str, fields: Mapping[str, object]) -> dict[str, object]:
-    """Section 2: the document of a message of ``kind`` built from its constructor fields."""
+    """Section 2: the document of a message of ``kind`` built from its constructor fields.
+
+    The content is named by its hash (section 6); the text itself is not in the document.
+    """
     document = {"format": FORMAT, "kind": kind, **fields}
+    if "content" in document:
+        assert isinstance(document["content"], str)
+        document["content"] = spec_content_hash(document["content"])
     assert tuple(sorted(document)) == DOCUMENT_KEYS[kind]
     return document
 
@@ -226,7 +239,8 @@ def test_vectors_are_present_and_cover_every_kind() -> None:
     assert len(vectors) >= 8
     assert {vector["kind"] for vector in vectors} == set(KINDS)
     for vector in vectors:
-        assert set(vector) == {"description", "kind", "fields", "encoding", "hash"}
+        assert set(vector) == {"description", "kind", "fields", "content_hash", "encoding", "hash"}
+        assert (vector["content_hash"] is None) == (vector["kind"] == "call")
         assert set(vector["fields"]) == set(FIELD_NAMES[vector["kind"]])
         assert len(vector["hash"]) == 64
         assert set(vector["hash"]) <= set("0123456789abcdef")
@@ -260,6 +274,8 @@ def test_spec_reimplementation_reproduces_vector(vector: dict[str, Any]) -> None
     assert by_hand == expected
     assert reference_encoding(vector["kind"], vector["fields"]) == expected
     assert spec_hash(by_hand) == vector["hash"]
+    if vector["content_hash"] is not None:
+        assert spec_content_hash(vector["fields"]["content"]) == vector["content_hash"]
 
 
 @pytest.mark.parametrize("vector", VECTORS)
@@ -270,8 +286,11 @@ def test_classes_reproduce_vector(vector: dict[str, Any]) -> None:
     assert type(message) is CLASSES[vector["kind"]]
     assert message.hash == vector["hash"]
     assert encode_message(message) == encoding
+    content = vector["fields"].get("content")
+    if vector["content_hash"] is not None:
+        assert message.content_hash == hash_content(content) == vector["content_hash"]
     for data in (encoding, vector["encoding"]):
-        decoded = decode_message(data)
+        decoded = decode_message(data, content)
         assert type(decoded) is type(message)
         assert decoded == message
         assert decoded.hash == vector["hash"]
@@ -438,19 +457,19 @@ def different(name: str, old: Any, candidate: Any) -> Any:
 
 
 @settings(max_examples=60)
-@given(kinds_and_fields(), st.text(min_size=1, max_size=8))
-def test_long_contents_are_encoded_as_the_spec_says(
-    case: tuple[str, dict[str, Any]], unit: str
+@given(kinds_and_fields(), st.text(min_size=1, max_size=8), st.integers(1, 5000))
+def test_document_does_not_grow_with_content(
+    case: tuple[str, dict[str, Any]], unit: str, repeat: int
 ) -> None:
-    """For arbitrary messages with a long content (encoded once and then reused for the
-    messages that share the content object, such as forwards), the spec's bytes."""
+    """For arbitrary messages, the document names the content by its hash: its length is
+    the same whatever the content's, and it is still the spec's bytes."""
     kind, fields = case
     assume("content" in fields)
-    content = unit * (LONG_CONTENT // len(unit) + 1)
-    first = dict(fields, content=content)
-    second = dict(fields, content=content, sender=fields["sender"] + "x")
-    for version in (first, second, first):
-        assert encode_message(build(kind, version)) == spec_encoding(kind, version)
+    long = dict(fields, content=unit * repeat)
+    short = dict(fields, content="")
+    encoded = encode_message(build(kind, long))
+    assert encoded == spec_encoding(kind, long)
+    assert len(encoded) == len(encode_message(build(kind, short)))
 
 
 @settings(max_examples=150)
@@ -507,8 +526,9 @@ def test_encode_decode_round_trips(case: tuple[str, dict[str, Any]]) -> None:
     kind, fields = case
     message = build(kind, fields)
     encoding = encode_message(message)
+    content = None if kind == "call" else message.content
     for data in (encoding, encoding.decode("utf-8")):
-        decoded = decode_message(data)
+        decoded = decode_message(data, content)
         assert type(decoded) is type(message)
         assert decoded == message
         assert decoded.hash == message.hash

@@ -21,6 +21,7 @@ from agentforum import (
     Message,
     decode_message,
     encode_message,
+    hash_content,
 )
 
 HASH_A = "a" * 64
@@ -387,12 +388,17 @@ def test_messages_of_different_kinds_are_not_equal() -> None:
 # -------------------------------------------------------------------------------------------
 
 
+#: The content of the documents below.
+TEXT = "hello"
+
+
 def _document(**changes: Any) -> dict[str, Any]:
-    """A valid 'message' document, with ``changes`` applied (a value of ... deletes a key)."""
+    """A valid 'message' document of :data:`TEXT`, with ``changes`` applied (a value of ...
+    deletes a key)."""
     document: dict[str, Any] = {
-        "format": "agentforum/1",
+        "format": "agentforum/2",
         "kind": "message",
-        "content": "hello",
+        "content": hash_content(TEXT),
         "sender": "user",
         "metadata": {},
         "parent": None,
@@ -403,11 +409,26 @@ def _document(**changes: Any) -> dict[str, Any]:
 
 
 def test_decode_accepts_the_canonical_document() -> None:
-    """The canonical encoding (str or bytes) decodes to the message it describes."""
+    """The canonical encoding (str or bytes), with its content, decodes to its message."""
     expected = _message(metadata={"k": [1, 1.0, True]})
     data = encode_message(expected)
-    assert decode_message(data) == expected
-    assert decode_message(data.decode("utf-8")) == expected
+    assert decode_message(data, expected.content) == expected
+    assert decode_message(data.decode("utf-8"), expected.content) == expected
+    call = CallMessage(receiver="r", kwargs={"a": 1})
+    assert decode_message(encode_message(call)) == call
+
+
+def test_decode_needs_the_content_the_document_names() -> None:
+    """A document's content must be given, and be the one it names; a call takes none."""
+    data = json.dumps(_document(), sort_keys=True, separators=(",", ":"))
+    assert decode_message(data, TEXT).content == TEXT
+    with pytest.raises(ValueError, match=r"^a 'message' message needs its content"):
+        decode_message(data)
+    with pytest.raises(ValueError, match=r"does not hash to the content hash"):
+        decode_message(data, TEXT + "!")
+    call = encode_message(CallMessage(receiver="r"))
+    with pytest.raises(ValueError, match=r"^a 'call' message has no content"):
+        decode_message(call, "")
 
 
 @pytest.mark.parametrize(
@@ -431,44 +452,54 @@ def test_decode_accepts_the_canonical_document() -> None:
 )
 def test_decode_rejects_non_canonical_text(variant: Callable[[dict[str, Any]], str]) -> None:
     """Valid JSON of a message that is not its canonical text raises ValueError."""
-    document = _document(content="caf\u00e9", metadata={"k": [1, 1.0, True], "a": None})
+    document = _document(sender="caf\u00e9", metadata={"k": [1, 1.0, True], "a": None})
     with pytest.raises(ValueError, match=r"canonical|not an encoded message"):
-        decode_message(variant(document))
+        decode_message(variant(document), TEXT)
 
 
 @pytest.mark.parametrize("data", [b"\xff\xfe\xfa", b"{", "", "{'a': 1}", b"not json", "[1,]"])
 def test_decode_rejects_non_json(data: bytes | str) -> None:
     """Data that is not JSON (or not UTF-8) raises ValueError."""
     with pytest.raises(ValueError, match=r"^not an encoded message: "):
-        decode_message(data)
+        decode_message(data, TEXT)
 
 
 @pytest.mark.parametrize("data", ["[]", "1", "null", '"message"', "true", "[{}]"])
 def test_decode_rejects_non_object(data: str) -> None:
     """A JSON text whose top level is not an object raises ValueError."""
     with pytest.raises(ValueError, match="top level is not a JSON object"):
-        decode_message(data)
+        decode_message(data, TEXT)
 
 
-@pytest.mark.parametrize("value", ["agentforum/2", "agentforum/0", "", 1, None, ...])
+@pytest.mark.parametrize("value", ["agentforum", "agentforum-export/2", "", 1, None, ...])
 def test_decode_rejects_wrong_format(value: object) -> None:
-    """A document whose format is not 'agentforum/1' (or which lacks one) raises ValueError."""
-    with pytest.raises(ValueError, match=r"^not an encoded message of format 'agentforum/1'"):
-        decode_message(json.dumps(_document(format=value)))
+    """A document whose format is not 'agentforum/2' (or which lacks one) raises ValueError."""
+    with pytest.raises(ValueError, match=r"^not an encoded message of format 'agentforum/2'"):
+        decode_message(json.dumps(_document(format=value)), TEXT)
+
+
+@pytest.mark.parametrize("value", ["agentforum/1", "agentforum/3", "agentforum/0"])
+def test_decode_names_another_format_of_agentforum(value: str) -> None:
+    """A document of another agentforum format is refused naming it and the one read."""
+    with pytest.raises(
+        ValueError,
+        match=rf"^a message of format '{value}': this agentforum reads 'agentforum/2' only",
+    ):
+        decode_message(json.dumps(_document(format=value)), TEXT)
 
 
 @pytest.mark.parametrize("value", ["nope", "Message", "MESSAGE", "", 1, None, ["message"], ...])
 def test_decode_rejects_unknown_kind(value: object) -> None:
     """A document of an unknown kind (or with no kind) raises ValueError."""
     with pytest.raises(ValueError, match=r"^unknown message kind"):
-        decode_message(json.dumps(_document(kind=value)))
+        decode_message(json.dumps(_document(kind=value)), TEXT)
 
 
 @pytest.mark.parametrize("field", ["content", "sender", "metadata", "parent", "reply_to"])
 def test_decode_rejects_missing_field(field: str) -> None:
     """A document lacking any field of its kind raises ValueError."""
     with pytest.raises(ValueError, match=r"^a 'message' message has the fields"):
-        decode_message(json.dumps(_document(**{field: ...})))
+        decode_message(json.dumps(_document(**{field: ...})), TEXT)
 
 
 @pytest.mark.parametrize(
@@ -485,17 +516,21 @@ def test_decode_rejects_missing_field(field: str) -> None:
 def test_decode_rejects_extra_or_missing_fields_for_the_kind(document: dict[str, Any]) -> None:
     """A document with a field its kind lacks (or without one it needs) raises ValueError."""
     with pytest.raises(ValueError, match="message has the fields"):
-        decode_message(json.dumps(document))
+        decode_message(json.dumps(document), TEXT)
+
+
+_HELLO = hash_content(TEXT)
 
 
 @pytest.mark.parametrize(
     "data",
     [
-        '{"format":"agentforum/1","format":"agentforum/1","kind":"message","content":"c",'
+        '{"format":"agentforum/2","format":"agentforum/2","kind":"message",'
+        f'"content":"{_HELLO}","sender":"s","metadata":{{}},"parent":null,"reply_to":null}}',
+        '{"format":"agentforum/2","kind":"message",'
+        f'"content":"{_HELLO}","content":"{_HELLO}",'
         '"sender":"s","metadata":{},"parent":null,"reply_to":null}',
-        '{"format":"agentforum/1","kind":"message","content":"c","content":"d",'
-        '"sender":"s","metadata":{},"parent":null,"reply_to":null}',
-        '{"format":"agentforum/1","kind":"message","content":"c",'
+        f'{{"format":"agentforum/2","kind":"message","content":"{_HELLO}",'
         '"sender":"s","metadata":{"a":{"b":1,"b":1}},"parent":null,"reply_to":null}',
     ],
     ids=["format", "content", "nested-metadata"],
@@ -503,18 +538,18 @@ def test_decode_rejects_extra_or_missing_fields_for_the_kind(document: dict[str,
 def test_decode_rejects_duplicate_keys(data: str) -> None:
     """A repeated key in any object of the document raises ValueError."""
     with pytest.raises(ValueError, match=r"^duplicate key .* in an encoded message"):
-        decode_message(data)
+        decode_message(data, TEXT)
 
 
 def test_decode_validates_field_values() -> None:
     """Decoded fields go through the constructors' validation (TypeError / ValueError)."""
     with pytest.raises(TypeError, match=r"^sender must be a str"):
-        decode_message(json.dumps(_document(sender=1)))
+        decode_message(json.dumps(_document(sender=1)), TEXT)
     with pytest.raises(TypeError, match=r"^metadata must be a mapping"):
-        decode_message(json.dumps(_document(metadata=[1])))
+        decode_message(json.dumps(_document(metadata=[1])), TEXT)
     with pytest.raises(ValueError, match=r"^parent must be a full message hash"):
-        decode_message(json.dumps(_document(parent="abc")))
+        decode_message(json.dumps(_document(parent="abc")), TEXT)
     with pytest.raises(ValueError, match=re.escape("metadata['x'] is nan")):
-        decode_message(json.dumps(_document(metadata={"x": float("nan")})))
-    with pytest.raises(ValueError, match=r"^content is not valid Unicode text"):
-        decode_message(json.dumps(_document(content="\ud800")))
+        decode_message(json.dumps(_document(metadata={"x": float("nan")})), TEXT)
+    with pytest.raises(ValueError, match=r"^the content is not valid Unicode text"):
+        decode_message(json.dumps(_document(content=HASH_A)), "\ud800")

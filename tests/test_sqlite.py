@@ -27,7 +27,7 @@ from agentforum import (
     MessageNotFoundError,
     SQLiteStore,
     StoreError,
-    encode_message,
+    hash_content,
 )
 
 if TYPE_CHECKING:
@@ -184,27 +184,51 @@ async def test_set_ref_to_an_unstorable_message_raises(tmp_path: pathlib.Path) -
 async def test_the_file_is_wal_with_our_application_id_and_schema_version(
     tmp_path: pathlib.Path,
 ) -> None:
-    """A new database is in WAL mode, user_version 1, application_id 0x4146524D ("AFRM")."""
+    """A new database is in WAL mode, user_version 2, application_id 0x4146524D ("AFRM")."""
     path = tmp_path / "new.db"
     await stored_branch(path, "a")
     assert pragma(path, "journal_mode") == "wal"
-    assert pragma(path, "user_version") == 1
+    assert pragma(path, "user_version") == 2
     assert pragma(path, "application_id") == APPLICATION_ID
     assert path.read_bytes()[68:72] == b"AFRM"
 
 
-async def test_messages_are_stored_as_their_canonical_encoding(tmp_path: pathlib.Path) -> None:
-    """Each row holds the exact canonical bytes of its message, and the query columns."""
+async def test_messages_are_stored_as_their_fields_and_each_content_once(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Each row holds its message's fields, hashes as 32 bytes; a content shared by several
+    messages is one row of ``contents``, its UTF-8 bytes under its own hash."""
     path = tmp_path / "rows.db"
-    branch = await stored_branch(path, "a", "b")
+    branch = await stored_branch(path, "same", "other", "same", "same")
     with raw(path) as connection:
         rows = connection.execute(
-            "SELECT hash, kind, sender, parent, reply_to, original, encoding FROM messages"
+            "SELECT hash, kind, parent, reply_to, original, content, sender, metadata, "
+            "receiver, kwargs, error_type FROM messages"
         ).fetchall()
+        contents = connection.execute("SELECT hash, text FROM contents").fetchall()
+
+    def key(hash: str | None) -> bytes | None:
+        return None if hash is None else bytes.fromhex(hash)
+
     assert sorted(rows) == sorted(
-        (m.hash, "message", "s", m.parent, None, None, encode_message(m)) for m in branch
+        (
+            key(m.hash),
+            "message",
+            key(m.parent),
+            None,
+            None,
+            key(m.content_hash),
+            "s",
+            "{}",
+            None,
+            None,
+            None,
+        )
+        for m in branch
     )
-    assert all(json.loads(row[-1])["format"] == "agentforum/1" for row in rows)
+    assert sorted(contents) == sorted(
+        (key(hash_content(text)), text.encode()) for text in ("same", "other")
+    )
 
 
 async def test_an_empty_file_becomes_a_database(tmp_path: pathlib.Path) -> None:
@@ -218,27 +242,58 @@ async def test_an_empty_file_becomes_a_database(tmp_path: pathlib.Path) -> None:
     assert pragma(path, "application_id") == APPLICATION_ID
 
 
+async def test_a_database_of_format_1_is_refused_naming_both_formats(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A database of schema 1 (format agentforum/1) is refused untouched, saying which format
+    it holds and which this version reads."""
+    path = tmp_path / "old.db"
+    with raw(path) as connection:
+        connection.execute("CREATE TABLE messages (hash TEXT PRIMARY KEY, encoding BLOB)")
+        connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        connection.execute("PRAGMA user_version = 1")
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match=r"format agentforum/1.*reads agentforum/2"):
+        await SQLiteStore(path).open()
+    assert path.read_bytes() == before
+
+
 # -- tampering -----------------------------------------------------------------------------------
 
-TAMPERED_ENCODINGS = {
-    "another message": encode_message(message("evil")),
-    "garbage": b"\xff\xfe garbage \x00",
-    "empty": b"",
-    "truncated": encode_message(message("b"))[:-1],
-    "not canonical": encode_message(message("b")).replace(b",", b", "),
-    "text, not bytes": encode_message(message("evil")).decode(),
+#: Ways to alter the row of message ``b`` (or its content's row): table, column, new value.
+TAMPERINGS: dict[str, tuple[str, str, object]] = {
+    "another text": ("contents", "text", b"evil"),
+    "a text not UTF-8": ("contents", "text", b"\xff\xfe garbage \x00"),
+    "a text stored as text": ("contents", "text", "b"),
+    "an empty text": ("contents", "text", b""),
+    "another sender": ("messages", "sender", "mallory"),
+    "metadata not JSON": ("messages", "metadata", "{not json"),
+    "metadata nested without end": ("messages", "metadata", "[" * 100_000 + "]" * 100_000),
+    "metadata a number": ("messages", "metadata", 2**60),
+    "an unknown kind": ("messages", "kind", "evil"),
+    "a kind of another class": ("messages", "kind", "error"),
+    "a damaged link": ("messages", "reply_to", b"\x01\x02"),
 }
 
 
-@pytest.mark.parametrize("tampered", TAMPERED_ENCODINGS.values(), ids=TAMPERED_ENCODINGS.keys())
-async def test_a_tampered_encoding_is_never_returned(
-    tmp_path: pathlib.Path, tampered: bytes | str
+def alter(path: pathlib.Path, message: Message, table: str, column: str, value: object) -> None:
+    """Write ``value`` in ``column`` of the row of ``message`` (or of its content) by hand."""
+    key = message.content_hash if table == "contents" else message.hash
+    with raw(path) as connection:
+        connection.execute(
+            f"UPDATE {table} SET {column} = ? WHERE hash = ?", (value, bytes.fromhex(key))
+        )
+
+
+@pytest.mark.parametrize("tampering", TAMPERINGS.values(), ids=TAMPERINGS.keys())
+async def test_a_tampered_row_is_never_returned(
+    tmp_path: pathlib.Path, tampering: tuple[str, str, object]
 ) -> None:
-    """A row whose encoding was changed raises IntegrityError on every read; verify names it."""
+    """A message whose row (or content row) was changed raises IntegrityError on every read;
+    verify names it, and its content too when the content was changed."""
     path = tmp_path / "tampered.db"
     a, b, c = await stored_branch(path, "a", "b", "c")
-    with raw(path) as connection:
-        connection.execute("UPDATE messages SET encoding = ? WHERE hash = ?", (tampered, b.hash))
+    alter(path, b, *tampering)
     store = SQLiteStore(path)
     try:
         with pytest.raises(IntegrityError, match=b.hash):
@@ -254,56 +309,75 @@ async def test_a_tampered_encoding_is_never_returned(
         assert (await store.get(c.hash)).hash == c.hash
         assert [m.hash for m in await store.ancestors(a.hash)] == [a.hash]
         problems = await store.verify()
-        assert [problem.hash for problem in problems] == [b.hash]
-        assert problems[0].reason
+        expected = [b.hash, b.content_hash] if tampering[0] == "contents" else [b.hash]
+        assert sorted(problem.hash for problem in problems) == sorted(expected)
+        assert all(problem.reason for problem in problems)
     finally:
         await store.aclose()
 
 
-async def test_the_reason_says_whether_the_encoding_is_altered_or_corrupted(
+async def test_the_reason_says_whether_a_row_is_altered_or_damaged(
     tmp_path: pathlib.Path,
 ) -> None:
-    """verify says "do not hash" for another valid message, "corrupted" for garbage."""
+    """verify says "do not hash" for other valid fields, "damaged" for fields no message
+    has, and names the content whose text was changed."""
     path = tmp_path / "tampered.db"
-    a, b = await stored_branch(path, "a", "b")
-    with raw(path) as connection:
-        update = "UPDATE messages SET encoding = ? WHERE hash = ?"
-        connection.execute(update, (encode_message(message("evil")), a.hash))
-        connection.execute(update, (b"garbage", b.hash))
+    a, b, c = await stored_branch(path, "a", "b", "c")
+    alter(path, a, "messages", "sender", "evil")
+    alter(path, b, "messages", "metadata", "garbage")
+    alter(path, c, "contents", "text", b"evil")
     store = SQLiteStore(path)
     try:
         problems = {problem.hash: problem.reason for problem in await store.verify()}
     finally:
         await store.aclose()
-    assert problems.keys() == {a.hash, b.hash}
+    assert problems.keys() == {a.hash, b.hash, c.hash, c.content_hash}
     assert "do not hash" in problems[a.hash]
-    assert "corrupted" in problems[b.hash]
+    assert "damaged" in problems[b.hash]
+    assert f"its content {c.content_hash} does not hash" in problems[c.hash]
+    assert "a content does not hash to its hash" in problems[c.content_hash]
 
 
-@pytest.mark.parametrize(
-    ("column", "value"), [("sender", "mallory"), ("kind", "error"), ("reply_to", None)]
-)
-async def test_a_tampered_column_is_reported_by_verify(
-    tmp_path: pathlib.Path, column: str, value: str | None
+async def test_columns_not_stored_as_the_fields_are_reported_by_verify(
+    tmp_path: pathlib.Path,
 ) -> None:
-    """A query column that disagrees with the encoding: verify says "columns disagree"."""
+    """Metadata stored as JSON that is not canonical: the message reads as it was stored (its
+    hash holds), and verify says its columns are not stored as its fields are."""
     path = tmp_path / "tampered.db"
-    a, b = await stored_branch(path, "a", "b")
-    replacement = a.hash if value is None else value
-    with raw(path) as connection:
-        connection.execute(
-            f"UPDATE messages SET {column} = ? WHERE hash = ?", (replacement, b.hash)
-        )
+    _, b = await stored_branch(path, "a", "b")
+    alter(path, b, "messages", "metadata", "{ }")
     store = SQLiteStore(path)
     try:
         problems = await store.verify()
-        assert len(problems) == 1
-        assert problems[0].hash == b.hash
-        assert "columns disagree" in problems[0].reason
-        # The encoding is the truth: reading still gives the message as it was stored.
-        assert (await store.get(b.hash)).sender == "s"
+        assert [(problem.hash, problem.reason) for problem in problems] == [
+            (b.hash, "its columns are not stored as its fields are")
+        ]
+        assert await store.get(b.hash) == b
     finally:
         await store.aclose()
+
+
+async def test_verify_reports_missing_and_unreferenced_contents(tmp_path: pathlib.Path) -> None:
+    """A message whose content row is gone, and a content no message names, are reported; the
+    message cannot be read."""
+    path = tmp_path / "contents.db"
+    _, b = await stored_branch(path, "a", "b")
+    stray = hash_content("stray")
+    with raw(path) as connection:
+        connection.execute("PRAGMA foreign_keys = OFF")
+        connection.execute("DELETE FROM contents WHERE hash = ?", (bytes.fromhex(b.content_hash),))
+        connection.execute("INSERT INTO contents VALUES (?, ?)", (bytes.fromhex(stray), b"stray"))
+    store = SQLiteStore(path)
+    try:
+        with pytest.raises(IntegrityError, match=rf"{b.hash}: its content {b.content_hash}"):
+            await store.get(b.hash)
+        problems = {(problem.hash, problem.reason) for problem in await store.verify()}
+    finally:
+        await store.aclose()
+    assert problems == {
+        (b.hash, f"its content {b.content_hash} is missing"),
+        (stray, "a content is referenced by no message"),
+    }
 
 
 async def test_verify_reports_dangling_refs_and_cache_entries(tmp_path: pathlib.Path) -> None:
@@ -313,9 +387,11 @@ async def test_verify_reports_dangling_refs_and_cache_entries(tmp_path: pathlib.
     missing = "e" * 64
     with raw(path) as connection:
         connection.execute("PRAGMA foreign_keys = OFF")
-        connection.execute("INSERT INTO refs VALUES ('main', ?)", (missing,))
-        connection.execute("INSERT INTO cache VALUES (?, ?)", (a.hash, json.dumps([missing])))
-        connection.execute("INSERT INTO cache VALUES (?, '[]')", (missing,))
+        connection.execute("INSERT INTO refs VALUES ('main', ?)", (bytes.fromhex(missing),))
+        connection.execute(
+            "INSERT INTO cache VALUES (?, ?)", (bytes.fromhex(a.hash), json.dumps([missing]))
+        )
+        connection.execute("INSERT INTO cache VALUES (?, '[]')", (bytes.fromhex(missing),))
     store = SQLiteStore(path)
     try:
         problems = await store.verify()
@@ -569,7 +645,10 @@ async def test_a_tampered_parent_column_never_gives_a_wrong_branch(
         await store.put(c)
         await store.aclose()
         with raw(path) as connection:
-            connection.execute("UPDATE messages SET parent = ? WHERE hash = ?", (c.hash, b.hash))
+            connection.execute(
+                "UPDATE messages SET parent = ? WHERE hash = ?",
+                (bytes.fromhex(c.hash), bytes.fromhex(b.hash)),
+            )
         try:
             consistent_or_integrity_error(await store.ancestors(b.hash), b.hash)
         except IntegrityError:
@@ -596,7 +675,10 @@ async def main() -> None:
     await store.aclose()
     connection = sqlite3.connect(sys.argv[1])
     with connection:
-        connection.execute("UPDATE messages SET parent = ? WHERE hash = ?", (b.hash, a.hash))
+        connection.execute(
+            "UPDATE messages SET parent = ? WHERE hash = ?",
+            (bytes.fromhex(b.hash), bytes.fromhex(a.hash)),
+        )
     connection.close()
     try:
         await store.ancestors(b.hash)
@@ -626,26 +708,6 @@ def test_ancestors_terminate_on_a_tampered_parent_cycle(tmp_path: pathlib.Path) 
         pytest.fail("ancestors() did not return within 3 seconds")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() in {"IntegrityError", "returned"}
-
-
-async def test_a_deeply_nested_garbage_encoding_raises_integrity_error(
-    tmp_path: pathlib.Path,
-) -> None:
-    """A row whose encoding is deeply nested JSON raises IntegrityError, like other garbage."""
-    path = tmp_path / "deep.db"
-    (a,) = await stored_branch(path, "a")
-    with raw(path) as connection:
-        connection.execute(
-            "UPDATE messages SET encoding = ? WHERE hash = ?",
-            (b"[" * 100_000 + b"]" * 100_000, a.hash),
-        )
-    store = SQLiteStore(path)
-    try:
-        with pytest.raises(IntegrityError):
-            await store.get(a.hash)
-        assert [problem.hash for problem in await store.verify()] == [a.hash]
-    finally:
-        await store.aclose()
 
 
 async def test_entering_a_forum_on_a_file_that_is_not_ours_raises_store_error(

@@ -142,17 +142,27 @@ def page_of(path: pathlib.Path, name: str) -> tuple[int, int]:
 def edit_index_key(path: pathlib.Path, parent: str) -> None:
     """Change one character of the key ``parent`` in the index of parents, on disk.
 
-    The key becomes the next greater hash, which no message has: the child filed under it
-    is no longer found by its parent's hash, nor by any other, but SQLite opens and reads
-    the file without an error. Only SQLite's integrity check sees that the index and the
-    table disagree.
+    The key (the parent's 32 bytes) becomes the next greater hash, which no message has:
+    the child filed under it is no longer found by its parent's hash, nor by any other, but
+    SQLite opens and reads the file without an error. Only SQLite's integrity check sees
+    that the index and the table disagree.
     """
     start, size = page_of(path, "messages_by_parent")
     data = bytearray(path.read_bytes())
-    at = data.find(parent.encode(), start, start + size)
+    key = bytes.fromhex(parent)
+    # An entry of the index is a record (parent, rowid): a header of 3 bytes (its size, the
+    # serial type of a 32-byte blob, 76, and that of the rowid), then the parent.
+    at = next(
+        (
+            found
+            for found in range(start, start + size - len(key))
+            if data[found : found + len(key)] == key and data[found - 3 : found - 1] == b"\x03\x4c"
+        ),
+        -1,
+    )
     assert at >= 0, "the key is not in the index's root page"
-    last = max(index for index, char in enumerate(parent) if char != "f")
-    data[at + last] = ord("0123456789abcdef"["0123456789abcdef".index(parent[last]) + 1])
+    last = max(index for index, byte in enumerate(key) if byte != 0xFF)
+    data[at + last] += 1
     path.write_bytes(bytes(data))
 
 
@@ -257,7 +267,7 @@ def test_fsck_is_never_sound_while_export_would_lose_messages(
     if export.exit_code == 0:
         lines = bundle.read_bytes().splitlines()
         assert json.loads(lines[0])["messages"] == len(messages)
-        exported = {hashlib.sha256(line).hexdigest() for line in lines[1:]}
+        exported = {hashlib.sha256(line).hexdigest() for line in lines[1:] if line.startswith(b"{")}
         assert exported == {message.hash for message in messages}
     else:
         assert not bundle.exists()
@@ -319,19 +329,19 @@ def test_a_truncated_database_is_reported_as_truncated(damaged: pathlib.Path, si
         assert "the file is truncated" in result.stdout
 
 
-#: A row's encoding replaced by JSON that quotes terminal escape sequences and bad UTF-8.
+#: A row's metadata replaced by JSON that quotes terminal escape sequences and bad UTF-8.
 EVIL = b'{"content":"\x1b[2J\x1b[31mpwned","format":"agentforum/1","kind":"\x1b]0;x\x07"}\xff'
 
 
 @pytest.mark.anyio
 async def test_errors_never_quote_the_bytes_of_a_damaged_row(damaged: pathlib.Path) -> None:
-    """IntegrityError and verify describe a damaged encoding, hash or text; never quote it."""
+    """IntegrityError and verify describe damaged fields, a hash or a text; never quote them."""
     connection = sqlite3.connect(damaged)
     with connection:
         (victim,) = connection.execute(
             "SELECT hash FROM messages WHERE parent IS NULL ORDER BY hash LIMIT 1"
         ).fetchone()
-        connection.execute("UPDATE messages SET encoding = ? WHERE hash = ?", (EVIL, victim))
+        connection.execute("UPDATE messages SET metadata = ? WHERE hash = ?", (EVIL, victim))
         connection.execute(
             "UPDATE refs SET hash = CAST(? AS TEXT) WHERE name = 'main'", (b"\x1b[31m\xfe",)
         )
@@ -339,7 +349,7 @@ async def test_errors_never_quote_the_bytes_of_a_damaged_row(damaged: pathlib.Pa
     store = SQLiteStore(damaged, create=False)
     try:
         with pytest.raises(IntegrityError) as caught:
-            await store.get(victim)
+            await store.get(victim.hex())
         texts = [str(caught.value)]
         with pytest.raises(StoreError) as unreadable:
             await store.refs()  # a ref's hash is not UTF-8
@@ -347,7 +357,7 @@ async def test_errors_never_quote_the_bytes_of_a_damaged_row(damaged: pathlib.Pa
         texts.extend(f"{p.hash}: {p.reason}" for p in await store.verify())
     finally:
         await store.aclose()
-    assert any(victim in text and "corrupted" in text for text in texts)
+    assert any(victim.hex() in text and "damaged" in text for text in texts)
     assert any("not UTF-8" in text for text in texts)
     for text in texts:
         assert printable(text), text
@@ -838,24 +848,26 @@ def test_consumers_of_a_call_the_store_fails_get_the_store_error(
 
 
 @pytest.mark.anyio
-async def test_an_encoding_damaged_into_a_number_is_an_integrity_error(
+async def test_fields_damaged_into_a_number_are_an_integrity_error(
     damaged: pathlib.Path, pristine: tuple[pathlib.Path, list[Message]]
 ) -> None:
-    """A row whose encoding became a number (a damaged record header can do that) is an
-    IntegrityError on read and a problem for verify, not bytes(number) of memory."""
+    """A row whose metadata became a number (a damaged record header can do that) is an
+    IntegrityError on read and a problem for verify, not a crash."""
     victim = pristine[1][4]
     connection = sqlite3.connect(damaged)
     with connection:
-        connection.execute("UPDATE messages SET encoding = ? WHERE hash = ?", (2**62, victim.hash))
+        connection.execute(
+            "UPDATE messages SET metadata = ? WHERE hash = ?", (2**62, bytes.fromhex(victim.hash))
+        )
     connection.close()
     store = SQLiteStore(damaged, create=False)
     try:
-        with pytest.raises(IntegrityError, match="stored corrupted"):
+        with pytest.raises(IntegrityError, match="damaged"):
             await store.get(victim.hash)
         problems = await store.verify()
     finally:
         await store.aclose()
-    assert [(p.hash, "corrupted" in p.reason) for p in problems] == [(victim.hash, True)]
+    assert [(p.hash, "damaged" in p.reason) for p in problems] == [(victim.hash, True)]
 
 
 @pytest.mark.parametrize("where", ["missing directory", "full filesystem"])

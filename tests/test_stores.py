@@ -623,7 +623,10 @@ def edit_cache(store: MessageStore, entries: dict[str, list[str]]) -> None:
         with contextlib.closing(sqlite3.connect(store.path)) as connection, connection:
             connection.executemany(
                 "INSERT OR REPLACE INTO cache (call, responses) VALUES (?, ?)",
-                [(call, json.dumps(responses)) for call, responses in entries.items()],
+                [
+                    (bytes.fromhex(call), json.dumps(responses))
+                    for call, responses in entries.items()
+                ],
             )
     else:
         assert isinstance(store, MemoryStore)

@@ -17,6 +17,7 @@ from ._exceptions import IntegrityWarning as IntegrityWarning
 from ._exceptions import MessageNotFoundError as MessageNotFoundError
 from ._exceptions import StoreError as StoreError
 from ._forum import Forum as Forum
+from ._hashing import hash_content as hash_content
 from ._json import FrozenDict as FrozenDict
 from ._json import JSONValue as JSONValue
 from ._messages import CallMessage as CallMessage
@@ -65,6 +66,7 @@ __all__ = (
     "StreamedMessage",
     "decode_message",
     "encode_message",
+    "hash_content",
 )
 
 try:

@@ -16,7 +16,7 @@ from ._context import current_call
 from ._exceptions import AgentError, IntegrityError, IntegrityWarning, MessageNotFoundError
 from ._json import FrozenDict
 from ._log import Feed
-from ._messages import CallMessage, ErrorMessage, ForwardedMessage, Message
+from ._messages import CallMessage, ErrorMessage, Message, forward_of
 from ._promises import Failure, MessagePromise, MessageSequence, SequenceLog, StreamedMessage
 from ._stores._cache import entry_problems
 
@@ -684,14 +684,12 @@ class Call:
         if isinstance(self._parent, _Unset):
             self._parent = message.parent
         if message.parent != self._parent:
-            original = message.original if isinstance(message, ForwardedMessage) else message.hash
-            message = ForwardedMessage(
-                content=message.content,
+            message = forward_of(
+                message,
                 sender=sender,
                 metadata=metadata,
                 parent=self._parent,
                 reply_to=await self._reply(reply_to),
-                original=original,
             )
             await store.put(message)
         self._parent = message.hash

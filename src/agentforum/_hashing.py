@@ -1,4 +1,4 @@
-"""The canonical encoding of messages, and their sha256 hashes.
+"""The canonical encoding of messages and of their contents, and their sha256 hashes.
 
 The specification is ``docs/hashing.md``; ``tests/vectors/`` holds its test vectors. Changing
 anything here changes every hash: bump :data:`FORMAT` and document the new version instead.
@@ -13,7 +13,12 @@ from typing import Final
 from ._json import FrozenDict
 
 #: The domain tag of the canonical encoding: every encoded message carries it as ``"format"``.
-FORMAT: Final = "agentforum/1"
+FORMAT: Final = "agentforum/2"
+
+#: What the bytes of a content are prefixed with before they are hashed (``docs/hashing.md``,
+#: section 6): the format and the word ``content``, then a NUL byte. No message document
+#: (which opens with ``{``) ever starts with these bytes.
+CONTENT_TAG: Final = FORMAT.encode("ascii") + b" content\x00"
 
 
 def _default(value: object) -> object:
@@ -21,9 +26,6 @@ def _default(value: object) -> object:
         return value._data
     raise TypeError(f"{type(value).__qualname__} cannot be encoded")  # pragma: no cover
 
-
-# The encoder's own encoding of a str (ensure_ascii=False): the same bytes as in a document.
-_encode_str = json.encoder.encode_basestring
 
 _encoder = json.JSONEncoder(
     ensure_ascii=False,
@@ -34,48 +36,51 @@ _encoder = json.JSONEncoder(
 )
 
 
-#: Contents at least this long are encoded once for all the messages that share them.
-LONG_CONTENT: Final = 1024
-
-# The last long content encoded, and its encoding: a message forwarded through nested agents
-# is re-hashed at every level with the same content object (a str, immutable), which need
-# not be escaped again each time.
-# One tuple, replaced whole: a thread never sees the content of one and the encoding of another.
-_last: tuple[str, bytes] = ("", b'""')
+#: A JSON string, as the canonical encoding writes one (``ensure_ascii=False``: only ``"``,
+#: ``\\`` and the C0 controls are escaped); the encoder's own function.
+json_string: Final = json.encoder.encode_basestring
 
 
-def canonical_json(document: dict[str, object]) -> bytes:
-    """Encode a document (a dict of frozen JSON values) as canonical UTF-8 JSON bytes."""
-    return b"".join(canonical_parts(document))
+def json_value(value: FrozenDict) -> str:
+    """The canonical JSON text of a frozen mapping (metadata or kwargs)."""
+    return "{}" if not value else _encoder.encode(value._data)
 
 
-def canonical_hash(document: dict[str, object]) -> str:
-    """The lowercase hexadecimal sha256 of :func:`canonical_json` of ``document``."""
-    digest = hashlib.sha256()
-    for part in canonical_parts(document):
-        digest.update(part)
-    return digest.hexdigest()
-
-
-def canonical_parts(document: dict[str, object]) -> tuple[bytes, ...]:
-    """:func:`canonical_json` of ``document`` in pieces, so that a long content is not copied."""
-    global _last
-    content = document.get("content")
-    if not isinstance(content, str) or len(content) < LONG_CONTENT:
-        return (_encoder.encode(document).encode("utf-8"),)
-    # "content" sorts before every other key: it opens the object, the rest follows.
-    rest = {key: value for key, value in document.items() if key != "content"}
-    assert all(key > "content" for key in rest)
-    last = _last
-    if last[0] is content:
-        encoded = last[1]
-    else:
-        encoded = _encode_str(content).encode("utf-8")
-        _last = (content, encoded)
-    tail = _encoder.encode(rest).encode("utf-8")
-    return (b'{"content":', encoded, b"," + tail[1:] if rest else b"}")
+def json_link(hash: str | None) -> str:
+    """A hash-valued key's value: ``null``, or the 64 hex characters quoted (none to escape)."""
+    return "null" if hash is None else f'"{hash}"'
 
 
 def sha256_hex(data: bytes) -> str:
     """Return the lowercase hexadecimal sha256 digest of ``data``."""
     return hashlib.sha256(data).hexdigest()
+
+
+def hash_content(text: str) -> str:
+    """Return the hash of a message's content: what its document holds as ``"content"``.
+
+    The sha256, as 64 lowercase hex characters, of the 21 bytes ``agentforum/2 content``
+    and a zero byte, followed by the UTF-8 bytes of ``text`` (``docs/hashing.md``, section
+    6.1). A content shared by many
+    messages (a forwarded answer, a document sent to many agents) is hashed and stored
+    once, whatever its length; each message names it by this hash.
+
+    Raises:
+        TypeError: ``text`` is not a ``str``.
+        ValueError: ``text`` holds a lone surrogate (it has no UTF-8 encoding).
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"a content is a str, not {type(text).__qualname__}")
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"the content is not valid Unicode text (lone surrogate at index {exc.start})"
+        ) from None
+    digest = _TAGGED.copy()
+    digest.update(data)
+    return digest.hexdigest()
+
+
+# The state of sha256 after the tag: copied for each content, not hashed again.
+_TAGGED: Final = hashlib.sha256(CONTENT_TAG)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import re
@@ -10,7 +11,7 @@ from typing import Any, ClassVar, Final
 
 import attrs
 
-from ._hashing import FORMAT, canonical_hash, canonical_json, sha256_hex
+from ._hashing import FORMAT, hash_content, json_link, json_string, json_value, sha256_hex
 from ._json import EMPTY, FrozenDict, JSONValue, check_text, freeze_mapping
 
 _HASH_RE: Final = re.compile(r"[0-9a-f]{64}")
@@ -99,18 +100,31 @@ class Message:
     @functools.cached_property
     def hash(self) -> str:
         """The sha256 of the canonical encoding, as 64 lowercase hex characters."""
-        return canonical_hash(self._document())
+        return sha256_hex(self._canonical().encode("utf-8"))
 
-    def _document(self) -> dict[str, object]:
-        return {
-            "format": FORMAT,
-            "kind": self._kind,
-            "content": self.content,
-            "sender": self.sender,
-            "metadata": self.metadata,
-            "parent": self.parent,
-            "reply_to": self.reply_to,
-        }
+    @functools.cached_property
+    def content_hash(self) -> str:
+        """The hash of ``content`` alone (:func:`hash_content`), which :attr:`hash` covers.
+
+        Messages with the same content share it: a store keeps each content once. (A
+        :class:`CallMessage` has no content: its ``content_hash`` is that of the empty
+        text, and is not part of its document.)
+        """
+        return hash_content(self.content)
+
+    def _canonical(self) -> str:
+        """The canonical JSON text of the message's document (``docs/hashing.md``).
+
+        Written key by key in canonical order, as ``json.dumps(document, sort_keys=True,
+        separators=(",", ":"), ensure_ascii=False)`` would write it (the test vectors and
+        the property tests of ``tests/test_hashing.py`` check that it does), without
+        building the document: this is what every message's hash is computed from.
+        """
+        return (
+            f'{{"content":"{self.content_hash}","format":"{FORMAT}","kind":"{self._kind}",'
+            f'"metadata":{json_value(self.metadata)},"parent":{json_link(self.parent)},'  # type: ignore[arg-type]
+            f'"reply_to":{json_link(self.reply_to)},"sender":{json_string(self.sender)}}}'
+        )
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Message):
@@ -147,10 +161,54 @@ class ForwardedMessage(Message):
             raise TypeError("original must be a message hash (str), not None")
         _check_link("original", self.original)
 
-    def _document(self) -> dict[str, object]:
-        document = super()._document()
-        document["original"] = self.original
-        return document
+    def _canonical(self) -> str:
+        return (
+            f'{{"content":"{self.content_hash}","format":"{FORMAT}","kind":"forward",'
+            f'"metadata":{json_value(self.metadata)},"original":"{self.original}",'  # type: ignore[arg-type]
+            f'"parent":{json_link(self.parent)},"reply_to":{json_link(self.reply_to)},'
+            f'"sender":{json_string(self.sender)}}}'
+        )
+
+
+def forward_of(
+    message: Message,
+    *,
+    sender: str,
+    metadata: Mapping[str, JSONValue],
+    parent: str | None,
+    reply_to: str | None,
+) -> ForwardedMessage:
+    """Return a forward of ``message`` (of its original, if it is a forward itself).
+
+    The forward names the very content of ``message``: its content hash is taken from it,
+    not computed again, so forwarding costs the same whatever the content's length.
+    """
+    original = message.original if isinstance(message, ForwardedMessage) else message.hash
+    forward = ForwardedMessage(
+        content=message.content,
+        sender=sender,
+        metadata=metadata,
+        parent=parent,
+        reply_to=reply_to,
+        original=original,
+    )
+    object.__setattr__(forward, "content_hash", message.content_hash)
+    return forward
+
+
+def with_content(message: Message, content: str) -> Message:
+    """Return ``message`` holding ``content``, an equal string (one object for many messages).
+
+    For stores that keep each content once in memory; the hashes are not computed again.
+    """
+    if message.content is content:
+        return message
+    assert message.content == content
+    clone = copy.copy(message)
+    object.__setattr__(clone, "content", content)
+    object.__setattr__(clone, "content_hash", message.content_hash)
+    object.__setattr__(clone, "hash", message.hash)
+    return clone
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -177,16 +235,12 @@ class CallMessage(Message):
         super().__attrs_post_init__()
         _check_str(self, "receiver")
 
-    def _document(self) -> dict[str, object]:
-        return {
-            "format": FORMAT,
-            "kind": self._kind,
-            "receiver": self.receiver,
-            "kwargs": self.kwargs,
-            "metadata": self.metadata,
-            "parent": self.parent,
-            "reply_to": self.reply_to,
-        }
+    def _canonical(self) -> str:
+        return (
+            f'{{"format":"{FORMAT}","kind":"call","kwargs":{json_value(self.kwargs)},'  # type: ignore[arg-type]
+            f'"metadata":{json_value(self.metadata)},"parent":{json_link(self.parent)},'  # type: ignore[arg-type]
+            f'"receiver":{json_string(self.receiver)},"reply_to":{json_link(self.reply_to)}}}'
+        )
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -207,10 +261,13 @@ class ErrorMessage(Message):
         super().__attrs_post_init__()
         _check_str(self, "error_type")
 
-    def _document(self) -> dict[str, object]:
-        document = super()._document()
-        document["error_type"] = self.error_type
-        return document
+    def _canonical(self) -> str:
+        return (
+            f'{{"content":"{self.content_hash}","error_type":{json_string(self.error_type)},'
+            f'"format":"{FORMAT}","kind":"error","metadata":{json_value(self.metadata)},'  # type: ignore[arg-type]
+            f'"parent":{json_link(self.parent)},"reply_to":{json_link(self.reply_to)},'
+            f'"sender":{json_string(self.sender)}}}'
+        )
 
 
 _KINDS: Final[dict[str, type[Message]]] = {
@@ -223,11 +280,13 @@ _FIELDS: Final[dict[type[Message], frozenset[str]]] = {
 
 
 def encode_message(message: Message) -> bytes:
-    """Return the canonical encoding of ``message`` (``docs/hashing.md``).
+    """Return the canonical encoding of ``message``: its document (``docs/hashing.md``).
 
-    ``message.hash`` is the sha256 of these bytes; :func:`decode_message` reverses it.
+    ``message.hash`` is the sha256 of these bytes. The document names the content by its
+    hash (:attr:`Message.content_hash`) and does not hold the text: :func:`decode_message`
+    takes the document and the content to rebuild the message.
     """
-    return canonical_json(message._document())
+    return message._canonical().encode("utf-8")
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -239,15 +298,19 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return document
 
 
-def decode_message(data: bytes | str) -> Message:
-    """Rebuild a message from its canonical encoding, as made by :func:`encode_message`.
+def decode_message(data: bytes | str, content: str | None = None) -> Message:
+    """Rebuild a message from its canonical encoding and its content.
 
-    Only the canonical bytes are accepted, so ``encode_message(decode_message(data)) == data``
-    always holds and a stored encoding always hashes to the message's hash.
+    ``data`` is the document made by :func:`encode_message`; ``content`` is the message's
+    text, whose hash the document names (``None`` for a :class:`CallMessage`, which has
+    none). Only the canonical bytes are accepted, so ``encode_message(decode_message(data,
+    content)) == data`` always holds and a stored encoding always hashes to the message's
+    hash; the content must hash to the document's ``"content"``.
 
     Raises:
-        ValueError: ``data`` is not the canonical encoding of a message of a known format and
-            kind, or lacks or adds a field.
+        ValueError: ``data`` is not the canonical encoding of a message of this format and a
+            known kind, lacks or adds a field, or ``content`` is missing, not expected (a
+            call), or not the content the document names.
         TypeError: a field has the wrong type.
     """
     try:
@@ -258,7 +321,12 @@ def decode_message(data: bytes | str) -> Message:
         raise ValueError("not an encoded message: it is nested too deeply") from None
     if not isinstance(document, dict):
         raise ValueError("not an encoded message: the top level is not a JSON object")
-    if document.pop("format", None) != FORMAT:
+    version = document.pop("format", None)
+    if version != FORMAT:
+        if isinstance(version, str) and version.startswith("agentforum/"):
+            raise ValueError(
+                f"a message of format {version!r}: this agentforum reads {FORMAT!r} only"
+            )
         raise ValueError(f"not an encoded message of format {FORMAT!r}")
     kind = document.pop("kind", None)
     cls = _KINDS.get(kind) if isinstance(kind, str) else None
@@ -269,7 +337,22 @@ def decode_message(data: bytes | str) -> Message:
         raise ValueError(
             f"a {kind!r} message has the fields {sorted(expected)}, got {sorted(document)}"
         )
-    message = cls(**document)
+    if cls is CallMessage:
+        if content is not None:
+            raise ValueError("a 'call' message has no content, but a content was given")
+        message: Message = cls(**document)
+    else:
+        if content is None:
+            raise ValueError(f"a {kind!r} message needs its content to be decoded")
+        named = document["content"]
+        if not isinstance(named, str) or hash_content(content) != named:
+            raise ValueError(
+                f"the content given does not hash to the content hash of the {kind!r} "
+                "message's document"
+            )
+        document["content"] = content
+        message = cls(**document)
+        object.__setattr__(message, "content_hash", named)
     encoding = encode_message(message)
     if encoding != (data.encode("utf-8") if isinstance(data, str) else data):
         raise ValueError(

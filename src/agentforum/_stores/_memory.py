@@ -9,9 +9,16 @@ from typing import TYPE_CHECKING, ClassVar, Final
 from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 
 from .._exceptions import AmbiguousHashError, MessageNotFoundError
-from .._hashing import sha256_hex
+from .._hashing import hash_content, sha256_hex
 from .._json import check_text
-from .._messages import ForwardedMessage, Message, encode_message, is_hash
+from .._messages import (
+    CallMessage,
+    ForwardedMessage,
+    Message,
+    encode_message,
+    is_hash,
+    with_content,
+)
 from ._cache import Node, cache_problems, check_entry
 from ._protocol import IntegrityProblem, MessageStore
 
@@ -67,6 +74,24 @@ def links(message: Message) -> list[tuple[str, str]]:
     return found
 
 
+def has_content(message: Message) -> bool:
+    """Whether ``message`` names a content (every kind but :class:`CallMessage`)."""
+    return not isinstance(message, CallMessage)
+
+
+def check_forward(forward: Message, original: Message | None) -> None:
+    """Raise ValueError if ``forward`` is a forward whose content is not its original's."""
+    if (
+        isinstance(forward, ForwardedMessage)
+        and original is not None
+        and original.content_hash != forward.content_hash
+    ):
+        raise ValueError(
+            f"forward {forward.hash} does not hold the content of its original "
+            f"{original.hash}: a forward's content is its original's"
+        )
+
+
 class MemoryStore(MessageStore):
     """A :class:`MessageStore` that keeps everything in this process's memory.
 
@@ -79,13 +104,22 @@ class MemoryStore(MessageStore):
     turn of the event loop, and make a call of an agent several times slower.
     """
 
-    __slots__ = ("_cache", "_children", "_messages", "_operations", "_refs", "_sorted")
+    __slots__ = (
+        "_cache",
+        "_children",
+        "_contents",
+        "_messages",
+        "_operations",
+        "_refs",
+        "_sorted",
+    )
 
     #: One call of the store's methods in this many is a full checkpoint (see above).
     YIELD_EVERY: ClassVar[int] = 64
 
     def __init__(self) -> None:
         self._messages: dict[str, Message] = {}
+        self._contents: dict[str, str] = {}
         self._children: dict[str | None, list[str]] = {}
         self._refs: dict[str, str] = {}
         self._cache: dict[str, tuple[str, ...]] = {}
@@ -110,13 +144,13 @@ class MemoryStore(MessageStore):
 
     async def put(self, message: Message) -> None:
         await self._checkpoint()
-        key = message.hash
-        if key in self._messages:
+        if message.hash in self._messages:
             return
         for field, value in links(message):
-            self._require(value, f"{field}")
-        self._messages[key] = message
-        self._children.setdefault(message.parent, []).append(key)
+            linked = self._require(value, field)
+            if field == "original":
+                check_forward(message, linked)
+        self._add(message)
         self._sorted = None
 
     async def put_many(self, messages: Iterable[Message]) -> None:
@@ -126,11 +160,24 @@ class MemoryStore(MessageStore):
             for field, value in links(message):
                 if value not in batch and value not in self._messages:
                     raise MessageNotFoundError(f"{field} {value} is not in the store")
+        for message in batch.values():
+            if isinstance(message, ForwardedMessage):
+                check_forward(
+                    message, batch.get(message.original) or self._messages[message.original]
+                )
         for key, message in batch.items():
             if key not in self._messages:
-                self._messages[key] = message
-                self._children.setdefault(message.parent, []).append(key)
+                self._add(message)
         self._sorted = None
+
+    def _add(self, message: Message) -> None:
+        """Keep ``message``, its content shared with the messages that have the same."""
+        if has_content(message):
+            key = message.content_hash
+            content = self._contents.setdefault(key, message.content)
+            message = with_content(message, content)
+        self._messages[message.hash] = message
+        self._children.setdefault(message.parent, []).append(message.hash)
 
     async def get(self, hash: str) -> Message:
         await self._checkpoint()
@@ -200,14 +247,38 @@ class MemoryStore(MessageStore):
     async def verify(self) -> list[IntegrityProblem]:
         await self._checkpoint()
         problems = []
+        referenced: set[str] = set()
         for key, message in self._messages.items():
             if sha256_hex(encode_message(message)) != key:
                 problems.append(IntegrityProblem(key, "its fields do not hash to its hash"))
+            if has_content(message):
+                content_key = message.content_hash
+                referenced.add(content_key)
+                if content_key not in self._contents:
+                    problems.append(IntegrityProblem(key, f"its content {content_key} is missing"))
+                elif hash_content(message.content) != content_key:
+                    problems.append(IntegrityProblem(key, "its content does not hash to its hash"))
             problems.extend(
                 IntegrityProblem(key, f"its {field} {value} is not in the store")
                 for field, value in links(message)
                 if value not in self._messages
             )
+            if isinstance(message, ForwardedMessage):
+                try:
+                    check_forward(message, self._messages.get(message.original))
+                except ValueError:
+                    problems.append(
+                        IntegrityProblem(key, "its content is not the content of its original")
+                    )
+        for content_key, content in self._contents.items():
+            if hash_content(content) != content_key:
+                problems.append(
+                    IntegrityProblem(content_key, "a content does not hash to its hash")
+                )
+            if content_key not in referenced:
+                problems.append(
+                    IntegrityProblem(content_key, "a content is referenced by no message")
+                )
         problems.extend(
             IntegrityProblem(key, f"ref {name!r} points at a message that is not in the store")
             for name, key in self._refs.items()
@@ -221,4 +292,12 @@ class MemoryStore(MessageStore):
         await self._checkpoint()
 
 
-__all__ = ["MemoryStore", "check_prefix", "check_ref_name", "is_hash", "links"]
+__all__ = [
+    "MemoryStore",
+    "check_forward",
+    "check_prefix",
+    "check_ref_name",
+    "has_content",
+    "is_hash",
+    "links",
+]

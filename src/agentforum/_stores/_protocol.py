@@ -34,7 +34,21 @@ class MessageStore(Protocol):
     A store is content-addressed: a message is stored under its hash, ``put`` is idempotent,
     and nothing stored ever changes. Refs (named pointers to messages) and the cache index
     (which responses answered which call) are the only mutable parts. A store holds data
-    only: the canonical encoding of messages (``docs/hashing.md``), never code.
+    only: messages and their contents as ``docs/hashing.md`` defines them, never code.
+
+    What every store must do with contents (format ``agentforum/2``):
+
+    - Keep each distinct content once, under its hash (:attr:`Message.content_hash`),
+      however many messages name it: a message's own record holds the content's hash, not
+      its text. A :class:`CallMessage` has no content.
+    - Refuse (``ValueError``) a :class:`ForwardedMessage` whose content is not its
+      original's (a forward of a call holds the empty text), after any missing link.
+    - Check, on every read of a message kept outside this process's memory (a file, a
+      server), that its content's text hashes to the content's hash and its fields to the
+      message's hash, and never return one that does not (:exc:`IntegrityError`).
+    - Report in :meth:`verify` a content that does not hash to its hash, a message whose
+      content is missing, a content that no message names, and a forward whose content is
+      not its original's.
 
     :class:`MemoryStore` is the reference implementation. Every method is a checkpoint.
     """
@@ -44,6 +58,7 @@ class MessageStore(Protocol):
 
         Raises:
             MessageNotFoundError: its ``parent``, ``reply_to`` or ``original`` is not stored.
+            ValueError: it is a forward whose content is not its original's.
         """
         ...
 
@@ -54,6 +69,7 @@ class MessageStore(Protocol):
 
         Raises:
             MessageNotFoundError: a link names a message that is neither stored nor given.
+            ValueError: a forward whose content is not its original's; nothing is stored.
         """
         ...
 
@@ -62,7 +78,7 @@ class MessageStore(Protocol):
 
         Raises:
             MessageNotFoundError: no message has this hash.
-            IntegrityError: the stored fields do not hash to ``hash``.
+            IntegrityError: the stored content or fields do not hash to their hashes.
         """
         ...
 
@@ -143,9 +159,11 @@ class MessageStore(Protocol):
         ...
 
     async def verify(self) -> list[IntegrityProblem]:
-        """Check every message, link, ref and cache entry; return the problems (none: sound).
+        """Check every message, content, link, ref and cache entry; return the problems.
 
-        Recomputes every hash and checks that every ``parent``, ``reply_to`` and ``original``
+        Recomputes every message's and every content's hash, checks that every message's
+        content is stored, that every content is named by some message, that every forward
+        holds its original's content, that every ``parent``, ``reply_to`` and ``original``
         link and every ref names a stored message, and that every cache entry is one that
         :meth:`put_cached` accepts: its key a stored call, its responses stored and the
         call's branch. A store that keeps structures of its own beside its messages

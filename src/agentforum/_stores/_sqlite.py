@@ -1,4 +1,8 @@
-"""The SQLite store: the message tree in one file, shared by processes, verified on read."""
+"""The SQLite store: the message tree in one file, shared by processes, verified on read.
+
+Its schema and how a message is a row are in ``_sqlite_rows.py``; what it checks and how it
+reports a damaged file, in ``_sqlite_checks.py``.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +18,12 @@ from typing import TYPE_CHECKING, Final, TypeVar
 import anyio.to_thread
 
 from .._exceptions import AmbiguousHashError, IntegrityError, MessageNotFoundError, StoreError
-from .._messages import ForwardedMessage, Message, decode_message, encode_message, is_hash
-from ._cache import Node, cache_problems, check_entry
-from ._memory import check_prefix, check_ref_name, links
+from .._hashing import FORMAT
+from .._messages import ForwardedMessage, Message, is_hash
+from . import _sqlite_checks as checks
+from . import _sqlite_rows as rows
+from ._cache import check_entry
+from ._memory import check_prefix, check_ref_name, has_content, links
 from ._protocol import IntegrityProblem, MessageStore
 
 if TYPE_CHECKING:
@@ -24,253 +31,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-#: ``PRAGMA application_id`` of an agentforum database ("AFRM").
-APPLICATION_ID: Final = 0x4146524D
-#: ``PRAGMA user_version``: the schema version this code writes and reads.
-SCHEMA_VERSION: Final = 1
-
-_SCHEMA: Final = """
-CREATE TABLE messages (
-    hash TEXT PRIMARY KEY NOT NULL CHECK (length(hash) = 64),
-    kind TEXT NOT NULL,
-    sender TEXT NOT NULL,
-    parent TEXT REFERENCES messages (hash) DEFERRABLE INITIALLY DEFERRED,
-    reply_to TEXT REFERENCES messages (hash) DEFERRABLE INITIALLY DEFERRED,
-    original TEXT REFERENCES messages (hash) DEFERRABLE INITIALLY DEFERRED,
-    encoding BLOB NOT NULL
-);
-CREATE INDEX messages_by_parent ON messages (parent);
-CREATE TABLE refs (
-    name TEXT PRIMARY KEY NOT NULL,
-    hash TEXT NOT NULL REFERENCES messages (hash) DEFERRABLE INITIALLY DEFERRED
-) WITHOUT ROWID;
-CREATE TABLE cache (
-    call TEXT PRIMARY KEY NOT NULL REFERENCES messages (hash) DEFERRABLE INITIALLY DEFERRED,
-    responses TEXT NOT NULL
-) WITHOUT ROWID;
-"""
-
-_INSERT: Final = (
-    "INSERT OR IGNORE INTO messages (hash, kind, sender, parent, reply_to, original, encoding) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-
-# UNION (not UNION ALL): rows are visited once, so even a cycle of tampered parent columns
-# ends. The branch is then rebuilt by following the *decoded* parents, never the column.
-_ANCESTORS: Final = """
-WITH RECURSIVE branch (hash, parent, encoding) AS (
-    SELECT hash, parent, encoding FROM messages WHERE hash = ?
-    UNION
-    SELECT messages.hash, messages.parent, messages.encoding
-    FROM messages JOIN branch ON messages.hash = branch.parent
-)
-SELECT hash, encoding FROM branch
-"""
-
-
-def _row(message: Message) -> tuple[str, str, str, str | None, str | None, str | None, bytes]:
-    original = message.original if isinstance(message, ForwardedMessage) else None
-    return (
-        message.hash,
-        message._kind,
-        message.sender,
-        message.parent,
-        message.reply_to,
-        original,
-        encode_message(message),
-    )
-
-
-#: The children of a message, as ``children`` reads them, through the index of parents;
-#: their hashes, as ``verify`` walks them to check that the index leads to every message.
-_CHILDREN: Final = "SELECT hash, encoding FROM messages WHERE parent IS ? ORDER BY hash"
-_CHILD_HASHES: Final = "SELECT hash FROM messages WHERE parent IS ? ORDER BY hash"
-
-#: The first bytes of every SQLite database file.
-_SQLITE_MAGIC: Final = b"SQLite format 3\x00"
-
-
-def _decode(key: str, encoding: bytes) -> Message:
-    """Decode a stored row, refusing one whose fields do not hash to its key.
-
-    The error never quotes the stored bytes: a damaged row may hold anything, escape
-    sequences included, and the message is shown to people.
-    """
-    if not is_hash(key):
-        raise IntegrityError("a message is stored under a damaged hash: the file is damaged")
-    try:
-        message = decode_message(_blob(encoding))
-    except (TypeError, ValueError):
-        raise IntegrityError(
-            f"message {key} is stored corrupted: its stored encoding is not the canonical "
-            "encoding of a message"
-        ) from None
-    if message.hash != key:
-        raise IntegrityError(
-            f"message {key} is stored with fields that hash to {message.hash}: it was altered"
-        )
-    return message
-
-
-def _responses(text: object) -> tuple[str, ...] | None:
-    """The hashes of a cache row's ``responses``; ``None`` if it is not a JSON list of them."""
-    try:
-        responses = json.loads(text)  # type: ignore[arg-type]
-    except (TypeError, ValueError, RecursionError):
-        return None
-    if not isinstance(responses, list) or not all(map(is_hash, responses)):
-        return None
-    return tuple(responses)
-
-
-def _nodes(connection: sqlite3.Connection) -> Callable[[str], Node | None]:
-    """Look up the kind and parent of a stored message (by its columns) in ``connection``."""
-
-    def node(hash: str) -> Node | None:
-        row = connection.execute(
-            "SELECT kind, parent FROM messages WHERE hash = ?", (hash,)
-        ).fetchone()
-        return None if row is None else (row[0], row[1])
-
-    return node
-
-
-def _cache_problems(connection: sqlite3.Connection) -> list[IntegrityProblem]:
-    """Check every row of the cache table (see ``_cache.entry_problems``)."""
-    rows = connection.execute("SELECT call, responses FROM cache").fetchall()
-    entries = [(str(call), _responses(responses)) for call, responses in rows]
-    # A damaged row's key or columns may hold anything: shown only as the problems allow.
-    return [
-        _problem(problem.hash, _printable(problem.reason))
-        for problem in cache_problems(entries, _nodes(connection))
-    ]
-
-
-def _blob(value: object) -> bytes:
-    """The stored encoding ``value``, which a damaged row may hold as text or a number."""
-    if not isinstance(value, bytes):
-        # Never bytes(value): bytes(2**60) would try to allocate an exbibyte.
-        raise TypeError(f"an encoding is stored as bytes, not {type(value).__name__}")
-    return value
-
-
-def _describe(exc: BaseException) -> str:
-    """What an error of the sqlite3 module says, without quoting bytes of the file."""
-    text = str(exc)
-    # sqlite3 quotes the text it could not decode, and fails to decode an error message of
-    # SQLite's that quotes bytes of a damaged schema.
-    if isinstance(exc, UnicodeDecodeError) or text.startswith("Could not decode to UTF-8"):
-        return "it holds text that is not UTF-8 (the file is damaged)"
-    if text.startswith("malformed database schema"):
-        return "its schema is damaged (the file is damaged)"
-    return _printable(text)
-
-
-def _printable(text: str) -> str:
-    """``text`` with every control character escaped: nothing in it can drive a terminal."""
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
-
-
-def _problem(key: object, reason: str) -> IntegrityProblem:
-    """The problem ``reason`` of the row stored under ``key``, which is shown only if it is a
-    hash: the key of a damaged row may hold anything."""
-    if is_hash(key):
-        assert isinstance(key, str)
-        return IntegrityProblem(key, reason)
-    return IntegrityProblem("", f"a row stored under a damaged hash: {reason}")
-
-
-def _unless_unreadable(
-    check: Callable[[sqlite3.Connection], list[IntegrityProblem]], connection: sqlite3.Connection
-) -> list[IntegrityProblem]:
-    """The problems ``check`` finds, or the one that the file is too damaged to read."""
-    try:
-        return check(connection)
-    except (sqlite3.DatabaseError, UnicodeDecodeError, OSError) as exc:
-        reason = exc.strerror or str(exc) if isinstance(exc, OSError) else _describe(exc)
-        return [IntegrityProblem("", f"the database cannot be read whole: {reason}")]
-
-
-def _walk_problems(connection: sqlite3.Connection) -> list[IntegrityProblem]:
-    """Compare the messages reached by walking the tree from its roots, as ``children``
-    reads them (through the index of parents), with the messages of the table itself."""
-    stored = dict(connection.execute("SELECT hash, parent FROM messages NOT INDEXED"))
-    reached: set[object] = set()
-    misfiled: dict[object, None] = {}
-    pending: list[object] = [None]
-    while pending:
-        parent = pending.pop()
-        for (key,) in connection.execute(_CHILD_HASHES, (parent,)):
-            if key in stored and stored[key] != parent:
-                misfiled[key] = None
-            elif key not in reached:
-                reached.add(key)
-                pending.append(key)
-    problems = [
-        _problem(key, "the index of parents files it under a message that is not its parent")
-        for key in misfiled
-    ]
-    # A message whose parent is missing is reported as such; those below it are not reached.
-    problems.extend(
-        _problem(key, "it is stored, but walking the tree from its roots does not reach it")
-        for key, parent in stored.items()
-        if key not in reached and (parent is None or parent in stored)
-    )
-    problems.extend(
-        _problem(key, "walking the tree from its roots reaches it, but the table does not hold it")
-        for key in sorted(reached - stored.keys(), key=repr)
-    )
-    return problems
-
-
-def _not_a_database(path: str, exc: BaseException) -> str:
-    """Why SQLite refuses the file at ``path``: not SQLite, or SQLite but truncated or damaged."""
-    try:
-        with open(path, "rb") as file:
-            header = file.read(100)
-        size = os.path.getsize(path)
-    except OSError as error:
-        return f"{path}: cannot open: {error.strerror}"
-    if not header.startswith(_SQLITE_MAGIC):
-        return f"{path} is not an agentforum database (not SQLite)"
-    restore = "restore it from a backup (a bundle of `agentforum export`)"
-    truncated = _truncation(header, size)
-    if truncated is not None:
-        return f"{path} is a truncated SQLite database ({truncated}): {restore}"
-    return f"{path} is a damaged SQLite database ({_describe(exc)}): {restore}"
-
-
-def _truncation(header: bytes, size: int) -> str | None:
-    """How a database file of ``size`` bytes is shorter than its ``header`` says, if it is."""
-    if len(header) < 100:
-        return f"the file ends within its 100-byte header, after {size} bytes"
-    page_size = int.from_bytes(header[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    pages = int.from_bytes(header[28:32], "big")
-    # The page count of the header is valid when its change counter is that of the count.
-    if pages and header[24:28] == header[92:96] and size < pages * page_size:
-        return f"the file holds {size} bytes; its header announces {pages} pages of {page_size}"
-    if page_size and size % page_size:
-        return f"the file holds {size} bytes, not a whole number of {page_size}-byte pages"
-    return None
-
-
-def _read_only_reason(path: str) -> str | None:
-    """Why the existing database at ``path`` cannot be written here, or None if it can.
-
-    ``os.access`` answers for the filesystem too: a read-only mount or an immutable file
-    cannot be written even by root, who ignores the permission bits.
-    """
-    if not os.access(path, os.W_OK):
-        return "the file cannot be written"
-    directory = os.path.dirname(path) or "."
-    # A WAL database needs its -wal and -shm files: a directory that cannot be written can
-    # hold them already, writable, as a database being written to does.
-    if not os.access(directory, os.W_OK) and not all(
-        os.access(f"{path}{suffix}", os.W_OK) for suffix in ("-wal", "-shm")
-    ):
-        return f"its directory, {directory}, cannot be written"
-    return None
+#: Kept here too, where they were first defined: the schema's marks (see ``_sqlite_rows``).
+APPLICATION_ID: Final = rows.APPLICATION_ID
+SCHEMA_VERSION: Final = rows.SCHEMA_VERSION
 
 
 @contextlib.contextmanager
@@ -321,11 +84,13 @@ def _attempt(action: Callable[[], object]) -> sqlite3.OperationalError | None:
 class SQLiteStore(MessageStore):
     """A :class:`MessageStore` in an SQLite database file (the stdlib :mod:`sqlite3`).
 
-    Messages are rows holding their canonical encoding (``docs/hashing.md``) and the columns
-    that queries need; nothing executable is ever stored. The database runs in WAL mode, so
-    any number of processes can read and write the same file at once. Each write is its own
-    transaction, committed before the method returns: a message that ``put`` stored
-    survives the process being killed. Every message read is checked against its hash.
+    Messages are rows holding their fields (``docs/hashing.md``; the message's hash is
+    computed from them and checked on every read), and each distinct content is one row,
+    however many messages name it; nothing executable is ever stored. The database runs in
+    WAL mode, so any number of processes can read and write the same file at once. Each
+    write is its own transaction, committed before the method returns: a message that
+    ``put`` stored survives the process being killed. Every message read is checked against
+    its hash, and its content against the content's.
 
     The file is opened on first use, in a worker thread (:func:`anyio.to_thread.run_sync`),
     so the store works on asyncio and on Trio; :meth:`aclose` closes it, and the next use
@@ -391,7 +156,7 @@ class SQLiteStore(MessageStore):
             try:
                 return operation(self._connection)
             except (sqlite3.Error, UnicodeDecodeError) as exc:
-                raise StoreError(f"{self._path}: {_describe(exc)}") from exc
+                raise StoreError(f"{self._path}: {checks.describe(exc)}") from exc
 
     def _open(self) -> sqlite3.Connection:
         path = self._path
@@ -406,7 +171,7 @@ class SQLiteStore(MessageStore):
             raise StoreError(
                 f"{path}: cannot create the database: the directory {directory} cannot be written"
             )
-        self._read_only = _read_only_reason(path) if exists else None
+        self._read_only = checks.read_only_reason(path) if exists else None
         new = not exists or os.path.getsize(path) == 0
         try:
             connection = self._connect()
@@ -417,7 +182,7 @@ class SQLiteStore(MessageStore):
                 raise
         except (sqlite3.Error, UnicodeDecodeError) as exc:  # the disk is full, say
             doing = "cannot create the database" if new else "cannot open"
-            raise StoreError(f"{path}: {doing}: {_describe(exc)}") from exc
+            raise StoreError(f"{path}: {doing}: {checks.describe(exc)}") from exc
         return connection
 
     def _connect(self) -> sqlite3.Connection:
@@ -464,7 +229,7 @@ class SQLiteStore(MessageStore):
         except sqlite3.OperationalError:
             raise  # locked, unreadable, the disk is full: _open reports the cause
         except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
-            raise StoreError(_not_a_database(path, exc)) from None
+            raise StoreError(checks.not_a_database(path, exc)) from None
         if application_id == 0 and tables == 0:
             if not self._create:
                 raise StoreError(f"{path} is not an agentforum database (it is empty)")
@@ -473,12 +238,19 @@ class SQLiteStore(MessageStore):
                     f"{path}: cannot create the database: the file is empty and read-only "
                     f"here ({self._read_only})"
                 )
-        elif application_id != APPLICATION_ID:
+        elif application_id != rows.APPLICATION_ID:
             raise StoreError(f"{path} is not an agentforum database")
-        elif version > SCHEMA_VERSION:
+        elif version < rows.SCHEMA_VERSION:
+            written = rows.SCHEMA_FORMATS.get(version, f"schema {version}")
+            raise StoreError(
+                f"{path} holds messages of format {written}, which this agentforum does not "
+                f"read (it reads {FORMAT}, schema {rows.SCHEMA_VERSION}); no released version "
+                f"wrote {written}: create the database again"
+            )
+        elif version > rows.SCHEMA_VERSION:
             raise StoreError(
                 f"{path} was written by a newer agentforum (schema {version}; this one reads "
-                f"{SCHEMA_VERSION}): upgrade agentforum"
+                f"{rows.SCHEMA_VERSION}): upgrade agentforum"
             )
         connection.execute("PRAGMA foreign_keys = ON")
         connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
@@ -496,12 +268,12 @@ class SQLiteStore(MessageStore):
     def _create_schema(connection: sqlite3.Connection) -> None:
         with _transaction(connection):
             # Another process may have created it while this one waited for the lock.
-            if connection.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
-                for statement in _SCHEMA.split(";"):
+            if connection.execute("PRAGMA application_id").fetchone()[0] != rows.APPLICATION_ID:
+                for statement in rows.SCHEMA.split(";"):
                     if statement.strip():
                         connection.execute(statement)
-                connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                connection.execute(f"PRAGMA application_id = {rows.APPLICATION_ID}")
+                connection.execute(f"PRAGMA user_version = {rows.SCHEMA_VERSION}")
 
     # -- messages -----------------------------------------------------------------------------
 
@@ -509,86 +281,130 @@ class SQLiteStore(MessageStore):
         await self.put_many((message,))
 
     async def put_many(self, messages: Iterable[Message]) -> None:
-        rows = {message.hash: _row(message) for message in messages}
+        batch = {message.hash: message for message in messages}
+        message_rows = [rows.row(message) for message in batch.values()]
+        contents = {
+            message.content_hash: message.content
+            for message in batch.values()
+            if has_content(message)
+        }
+        content_rows = [(rows.key(key), text.encode("utf-8")) for key, text in contents.items()]
+        forwards = [message for message in batch.values() if isinstance(message, ForwardedMessage)]
 
         def insert(connection: sqlite3.Connection) -> None:
             try:
                 with _transaction(connection):
-                    connection.executemany(_INSERT, rows.values())
+                    connection.executemany(rows.INSERT_CONTENT, content_rows)
+                    connection.executemany(rows.INSERT, message_rows)
+                    for forward in forwards:
+                        self._check_forward(connection, forward, batch)
             except sqlite3.IntegrityError:
-                raise self._missing_link(connection, rows) from None
+                raise self._missing_link(connection, batch) or MessageNotFoundError(
+                    "a message links to one that is not in the store"
+                ) from None
 
         await self._run(insert, write=True)
 
+    @classmethod
+    def _check_forward(
+        cls, connection: sqlite3.Connection, forward: ForwardedMessage, batch: Mapping[str, Message]
+    ) -> None:
+        """Refuse a forward whose content is not its original's (stored, or being stored).
+
+        A link of the batch to a message that is not stored is reported first, as the
+        commit would have, and as :class:`MemoryStore` does.
+        """
+        found = connection.execute(
+            "SELECT content FROM messages WHERE hash = ?", (rows.key(forward.original),)
+        ).fetchone()
+        if found is not None and rows.content_of(found[0]) != forward.content_hash:
+            missing = cls._missing_link(connection, batch)
+            if missing is not None:
+                raise missing
+            raise ValueError(
+                f"forward {forward.hash} does not hold the content of its original "
+                f"{forward.original}: a forward's content is its original's"
+            )
+
     @staticmethod
     def _missing_link(
-        connection: sqlite3.Connection, rows: Mapping[str, tuple[object, ...]]
-    ) -> MessageNotFoundError:
-        for row in rows.values():
-            for field, value in zip(("parent", "reply_to", "original"), row[3:6], strict=True):
+        connection: sqlite3.Connection, batch: Mapping[str, Message]
+    ) -> MessageNotFoundError | None:
+        """The error for the first link of ``batch`` to a message neither stored nor in it."""
+        for message in batch.values():
+            for field, value in links(message):
                 if (
-                    value is not None
-                    and value not in rows
+                    value not in batch
                     and connection.execute(
-                        "SELECT 1 FROM messages WHERE hash = ?", (value,)
+                        "SELECT 1 FROM messages WHERE hash = ?", (rows.key(value),)
                     ).fetchone()
                     is None
                 ):
                     return MessageNotFoundError(f"{field} {value} is not in the store")
-        return MessageNotFoundError("a message links to one that is not in the store")
+        return None
 
     async def get(self, hash: str) -> Message:
         def select(connection: sqlite3.Connection) -> Message:
-            row = connection.execute(
-                "SELECT encoding FROM messages WHERE hash = ?", (hash,)
+            found = connection.execute(
+                f"{rows.SELECT} WHERE messages.hash = ?", (rows.key(hash),)
             ).fetchone()
-            if row is None:
+            if found is None:
                 raise MessageNotFoundError(f"message {hash} is not in the store")
-            return _decode(hash, row[0])
+            return rows.decode(found)
 
+        if not is_hash(hash):
+            raise MessageNotFoundError(f"message {hash!r} is not in the store")
         return await self._run(select)
 
     async def resolve(self, hash_or_prefix: str) -> Message:
         prefix = check_prefix(hash_or_prefix)
+        low, high = rows.prefix_range(prefix)
+        query = f"{rows.SELECT} WHERE messages.hash >= ?"
+        bounds: tuple[bytes, ...] = (low,)
+        if high is not None:
+            query += " AND messages.hash < ?"
+            bounds = (low, high)
 
         def select(connection: sqlite3.Connection) -> Message:
-            rows = connection.execute(
-                "SELECT hash, encoding FROM messages WHERE hash >= ? AND hash < ? LIMIT 2",
-                (prefix, prefix + "g"),
-            ).fetchall()
-            if not rows:
+            found = connection.execute(f"{query} ORDER BY messages.hash LIMIT 2", bounds).fetchall()
+            if not found:
                 raise MessageNotFoundError(f"no message hash starts with {prefix}")
-            if len(rows) > 1:
+            if len(found) > 1:
                 raise AmbiguousHashError(f"more than one message hash starts with {prefix}")
-            return _decode(*rows[0])
+            return rows.decode(found[0])
 
         return await self._run(select)
 
     async def ancestors(self, hash: str) -> list[Message]:
         def select(connection: sqlite3.Connection) -> list[Message]:
-            encodings = dict(connection.execute(_ANCESTORS, (hash,)).fetchall())
-            if not encodings:
+            found = {
+                rows.hex_of(stored[0]): stored
+                for stored in connection.execute(rows.ANCESTORS, (rows.key(hash),))
+            }
+            if not found:
                 raise MessageNotFoundError(f"message {hash} is not in the store")
             branch: list[Message] = []
             key: str | None = hash
             while key is not None:
-                if key not in encodings:
+                if key not in found:
                     raise IntegrityError(
                         f"the branch of {hash} is broken at {branch[-1].hash}: its stored "
                         "parent column disagrees with its fields"
                     )
-                message = _decode(key, encodings[key])
+                message = rows.decode(found[key])
                 branch.append(message)
                 key = message.parent
             branch.reverse()
             return branch
 
+        if not is_hash(hash):
+            raise MessageNotFoundError(f"message {hash!r} is not in the store")
         return await self._run(select)
 
     async def children(self, hash: str | None) -> list[Message]:
         def select(connection: sqlite3.Connection) -> list[Message]:
-            rows = connection.execute(_CHILDREN, (hash,)).fetchall()
-            children = [_decode(key, encoding) for key, encoding in rows]
+            found = connection.execute(rows.CHILDREN, (rows.link(hash),)).fetchall()
+            children = [rows.decode(stored) for stored in found]
             for child in children:
                 if child.parent != hash:
                     raise IntegrityError(
@@ -597,19 +413,24 @@ class SQLiteStore(MessageStore):
                     )
             return children
 
+        if hash is not None and not is_hash(hash):
+            return []
         return await self._run(select)
 
     # -- refs ---------------------------------------------------------------------------------
 
     async def set_ref(self, name: str, hash: str) -> None:
         check_ref_name(name)
+        if not is_hash(hash):
+            raise MessageNotFoundError(f"message {hash!r} is not in the store")
+        key = rows.key(hash)
 
         def upsert(connection: sqlite3.Connection) -> None:
-            if connection.execute("SELECT 1 FROM messages WHERE hash = ?", (hash,)).fetchone():
+            if connection.execute("SELECT 1 FROM messages WHERE hash = ?", (key,)).fetchone():
                 connection.execute(
                     "INSERT INTO refs (name, hash) VALUES (?, ?) "
                     "ON CONFLICT (name) DO UPDATE SET hash = excluded.hash",
-                    (name, hash),
+                    (name, key),
                 )
             else:
                 raise MessageNotFoundError(f"message {hash} is not in the store")
@@ -620,8 +441,8 @@ class SQLiteStore(MessageStore):
         check_ref_name(name)
 
         def select(connection: sqlite3.Connection) -> str | None:
-            row = connection.execute("SELECT hash FROM refs WHERE name = ?", (name,)).fetchone()
-            return None if row is None else str(row[0])
+            found = connection.execute("SELECT hash FROM refs WHERE name = ?", (name,)).fetchone()
+            return None if found is None else rows.hex_of(found[0])
 
         return await self._run(select)
 
@@ -635,20 +456,25 @@ class SQLiteStore(MessageStore):
 
     async def refs(self) -> Mapping[str, str]:
         def select(connection: sqlite3.Connection) -> dict[str, str]:
-            return dict(connection.execute("SELECT name, hash FROM refs ORDER BY name"))
+            found = connection.execute("SELECT name, hash FROM refs ORDER BY name")
+            return {name: str(rows.hex_of(key)) for name, key in found}
 
         return await self._run(select)
 
     # -- the cache index ----------------------------------------------------------------------
 
     async def get_cached(self, call_hash: str) -> Sequence[str] | None:
+        if not is_hash(call_hash):
+            return None
+        key = rows.key(call_hash)
+
         def select(connection: sqlite3.Connection) -> tuple[str, ...] | None:
-            row = connection.execute(
-                "SELECT responses FROM cache WHERE call = ?", (call_hash,)
+            found = connection.execute(
+                "SELECT responses FROM cache WHERE call = ?", (key,)
             ).fetchone()
-            if row is None:
+            if found is None:
                 return None
-            responses = _responses(row[0])
+            responses = rows.responses(found[0])
             if responses is None:
                 raise IntegrityError(
                     f"the cache entry of call {call_hash} is corrupted: its responses are "
@@ -662,11 +488,11 @@ class SQLiteStore(MessageStore):
         responses = list(response_hashes)
 
         def upsert(connection: sqlite3.Connection) -> None:
-            check_entry(call_hash, responses, _nodes(connection))
+            check_entry(call_hash, responses, rows.nodes(connection))
             connection.execute(
                 "INSERT INTO cache (call, responses) VALUES (?, ?) "
                 "ON CONFLICT (call) DO UPDATE SET responses = excluded.responses",
-                (call_hash, json.dumps(responses)),
+                (rows.key(call_hash), json.dumps(responses)),
             )
 
         await self._run(upsert, write=True)
@@ -674,7 +500,7 @@ class SQLiteStore(MessageStore):
     # -- integrity ----------------------------------------------------------------------------
 
     async def verify(self) -> list[IntegrityProblem]:
-        """Check the file, every message, link, ref and cache entry; return the problems.
+        """Check the file, every message, content, link, ref and cache entry; return the problems.
 
         Besides what :meth:`MessageStore.verify` checks, SQLite's own ``PRAGMA
         integrity_check`` examines every page, record and index of the file, and the
@@ -685,61 +511,13 @@ class SQLiteStore(MessageStore):
         return await self._run(self._check)
 
     def _check(self, connection: sqlite3.Connection) -> list[IntegrityProblem]:
-        checks = (self._file_problems, self._verify, _walk_problems)
-        return [problem for check in checks for problem in _unless_unreadable(check, connection)]
+        found: list[IntegrityProblem] = []
+        for check in (self._file_problems, checks.row_problems, checks.walk_problems):
+            found.extend(checks.unless_unreadable(check, connection))
+        return found
 
     def _file_problems(self, connection: sqlite3.Connection) -> list[IntegrityProblem]:
-        """What is wrong with the file: cut short, or damaged pages, records, indexes."""
-        problems = []
-        # A checkpoint makes the file as long as the pages it copies before it writes the
-        # header that counts them: a file shorter than its header says was cut short.
-        with open(self._path, "rb") as file:
-            truncated = _truncation(file.read(100), os.fstat(file.fileno()).st_size)
-        if truncated is not None:
-            problems.append(IntegrityProblem("", f"the file is truncated: {truncated}"))
-        # integrity_check, not quick_check: only it compares every index with its table.
-        found = [
-            line
-            for (text,) in connection.execute("PRAGMA integrity_check")
-            for line in str(text).splitlines()
-            if not line.startswith("*** in database")
-        ]
-        if found != ["ok"]:
-            problems.extend(
-                IntegrityProblem("", f"SQLite's integrity check: {_printable(line)}")
-                for line in found
-            )
-        return problems
-
-    @staticmethod
-    def _verify(connection: sqlite3.Connection) -> list[IntegrityProblem]:
-        problems: list[IntegrityProblem] = []
-        known = {key for (key,) in connection.execute("SELECT hash FROM messages")}
-        rows = connection.execute(
-            "SELECT hash, kind, sender, parent, reply_to, original, encoding FROM messages"
-        )
-        for key, *columns, encoding in rows:
-            try:
-                message = decode_message(_blob(encoding))
-            except (TypeError, ValueError):
-                problems.append(_problem(key, "its encoding is corrupted (not a message's)"))
-                continue
-            if message.hash != key:
-                problems.append(_problem(key, "its fields do not hash to its hash"))
-            elif list(_row(message)[1:6]) != columns:
-                problems.append(_problem(key, "its columns disagree with its encoding"))
-            problems.extend(
-                _problem(key, f"its {field} {value} is not in the store")
-                for field, value in links(message)
-                if value not in known
-            )
-        problems.extend(
-            _problem(key, f"ref {name!r} points at a message that is not in the store")
-            for name, key in connection.execute("SELECT name, hash FROM refs")
-            if key not in known
-        )
-        problems.extend(_cache_problems(connection))
-        return problems
+        return checks.file_problems(self._path, connection)
 
     async def aclose(self) -> None:
         def close(_: object) -> None:

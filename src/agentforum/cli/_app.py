@@ -21,6 +21,7 @@ from rich.text import Text
 
 from agentforum import (
     AgentForumError,
+    CallMessage,
     IntegrityError,
     IntegrityProblem,
     MemoryStore,
@@ -424,17 +425,22 @@ def fsck(db: str) -> None:
         count = len(problems)
         click.echo(f"agentforum: fsck: {count} problem{'s' if count != 1 else ''} found", err=True)
         raise SystemExit(EXIT_FAILURE)
-    messages, refs = counts
-    click.echo(f"{db}: sound ({messages} messages and {refs} refs checked)")
+    messages, contents, refs = counts
+    click.echo(f"{db}: sound ({messages} messages, {contents} contents and {refs} refs checked)")
 
 
-async def _fsck(db: str) -> tuple[list[IntegrityProblem], tuple[int, int]]:
+async def _fsck(db: str) -> tuple[list[IntegrityProblem], tuple[int, int, int]]:
     async with open_store(db) as store:
         problems = await store.verify()
         if problems:
-            return problems, (0, 0)
+            return problems, (0, 0, 0)
         whole = await load_tree(store)
-        return [], (len(whole.order), len(whole.refs))
+        contents = {
+            message.content_hash
+            for message in whole.messages.values()
+            if not isinstance(message, CallMessage)
+        }
+        return [], (len(whole.order), len(contents), len(whole.refs))
 
 
 # -- export and import --------------------------------------------------------------------------

@@ -1,20 +1,26 @@
 """Export bundles: a whole store in one JSON Lines file that can be checked before import.
 
-The format, ``agentforum-export/1`` (``docs/cli.md`` has the reference)::
+The format, ``agentforum-export/2`` (``docs/cli.md`` has the reference)::
 
-    {"format":"agentforum-export/1","messages":3,"refs":{"main":"<hash>"},"sha256":"<hex>"}
+    {"contents":2,"format":"agentforum-export/2","messages":3,"refs":{"main":"<hash>"},"sha256":"<hex>"}
+    "<the text of a content, as a JSON string>"
     <the canonical encoding of a message>
     <the canonical encoding of a message>
+    "<the text of a content, as a JSON string>"
     <the canonical encoding of a message>
 
-Line 1, the header, says how many message lines follow, the refs, and the sha256 of every
-byte after the header line. Each following line is one message's canonical encoding
-(``docs/hashing.md``), so the message's hash is the sha256 of that line (without its
-``"\\n"``); a parent always comes before its children. Every line ends with ``"\\n"``.
+Line 1, the header, says how many content and message lines follow, the refs, and the
+sha256 of every byte after the header line. A message line is the canonical encoding of a
+message's document (``docs/hashing.md``), so the message's hash is the sha256 of that line
+(without its ``"\\n"``); a parent always comes before its children. A content line is a
+JSON string (written as the canonical JSON of ``docs/hashing.md`` writes strings): each
+content that a message names comes once, on the line before the first message that names
+it, so a content shared by many messages travels once. Every line ends with ``"\\n"``.
 
 A bundle cut short, even at a line boundary, has fewer lines than its header announces; a
-bundle whose messages were edited no longer matches the header's sha256, and an edited line
-that is not a canonical encoding is refused on its own.
+bundle whose lines were edited no longer matches the header's sha256, and an edited line
+that is not canonical, or a content that does not hash to what its message names, is
+refused on its own.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from typing import TYPE_CHECKING, Final
 
 import attrs
 
-from agentforum import ForwardedMessage, Message, decode_message, encode_message
+from agentforum import CallMessage, ForwardedMessage, Message, decode_message, encode_message
+from agentforum._hashing import hash_content, json_string
 
 from ._database import UserError
 
@@ -36,8 +43,8 @@ if TYPE_CHECKING:
     from ._database import Tree
 
 #: The ``format`` of the header line of a bundle this version writes and reads.
-FORMAT: Final = "agentforum-export/1"
-_HEADER_KEYS: Final = frozenset({"format", "messages", "refs", "sha256"})
+FORMAT: Final = "agentforum-export/2"
+_HEADER_KEYS: Final = frozenset({"contents", "format", "messages", "refs", "sha256"})
 _HEX64: Final = re.compile(r"[0-9a-f]{64}")
 
 
@@ -45,24 +52,39 @@ class BundleError(UserError):
     """A file that is not a sound export bundle: not one, cut short, or altered."""
 
 
-def _header(count: int, refs: Mapping[str, str], body: bytes) -> bytes:
+def _header(contents: int, messages: int, refs: Mapping[str, str], body: bytes) -> bytes:
     header = {
+        "contents": contents,
         "format": FORMAT,
-        "messages": count,
+        "messages": messages,
         "refs": dict(sorted(refs.items())),
         "sha256": hashlib.sha256(body).hexdigest(),
     }
     return json.dumps(header, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
 
 
+def _content_line(text: str) -> bytes:
+    """A content line: the text as a canonical JSON string (docs/hashing.md, section 4.3)."""
+    return json_string(text).encode("utf-8")
+
+
 def encode_bundle(tree: Tree) -> bytes:
     """Return the bundle of every message and ref of ``tree``, parents before children.
 
-    The same store always gives the same bytes.
+    Each content comes once, before the first message that names it. The same store
+    always gives the same bytes.
     """
-    body = b"".join(encode_message(tree.messages[key]) + b"\n" for key in tree.order)
+    lines: list[bytes] = []
+    sent: set[str] = set()
+    for key in tree.order:
+        message = tree.messages[key]
+        if not isinstance(message, CallMessage) and message.content_hash not in sent:
+            sent.add(message.content_hash)
+            lines.append(_content_line(message.content))
+        lines.append(encode_message(message))
+    body = b"".join(line + b"\n" for line in lines)
     refs = {name: key for name, key in tree.refs.items() if key in tree.messages}
-    return _header(len(tree.order), refs, body) + b"\n" + body
+    return _header(len(sent), len(tree.order), refs, body) + b"\n" + body
 
 
 @attrs.frozen
@@ -113,18 +135,21 @@ def decode_bundle(data: bytes, source: str) -> Bundle:
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         header = None
     if not isinstance(header, dict) or not isinstance(header.get("format"), str):
-        if not newline and data.startswith(b'{"format":"agentforum-export/'):
+        if not newline and data.startswith((b'{"contents":', b'{"format":"agentforum-export/')):
             raise fail("the bundle is truncated (its header line is cut short)")
         raise fail(f"not an agentforum export bundle (its first line is not a {FORMAT} header)")
     if header["format"] != FORMAT:
         if header["format"].startswith("agentforum-export/"):
             raise fail(f"a bundle of format {header['format']!r}: this agentforum reads {FORMAT}")
         raise fail(f"not an agentforum export bundle (format {header['format']!r})")
-    count, refs, digest = header.get("messages"), header.get("refs"), header.get("sha256")
+    contents, count = header.get("contents"), header.get("messages")
+    refs, digest = header.get("refs"), header.get("sha256")
     if (
         header.keys() != _HEADER_KEYS
         or type(count) is not int
         or count < 0
+        or type(contents) is not int
+        or contents < 0
         or not isinstance(refs, dict)
         or not all(isinstance(k, str) and _is_hash(v) for k, v in refs.items())
         or not _is_hash(digest)
@@ -133,27 +158,90 @@ def decode_bundle(data: bytes, source: str) -> Bundle:
     if body and not body.endswith(b"\n"):
         raise fail("the bundle is truncated (its last line is cut short)")
     lines = body.split(b"\n")[:-1]
-    if len(lines) != count:
-        if len(lines) < count:
+    announced = count + contents
+    if len(lines) != announced:
+        if len(lines) < announced:
             raise fail(
-                f"the bundle is truncated: its header announces {count} messages, "
-                f"it holds {len(lines)}"
+                f"the bundle is truncated: its header announces {count} messages and "
+                f"{contents} contents, it holds {len(lines)} lines"
             )
-        raise fail(f"its header announces {count} messages, it holds {len(lines)}")
+        raise fail(
+            f"its header announces {count} messages and {contents} contents, "
+            f"it holds {len(lines)} lines"
+        )
+    if hashlib.sha256(body).hexdigest() != digest:
+        raise fail("the bundle was altered: its lines do not match the sha256 of its header")
     messages: list[Message] = []
     seen: set[str] = set()
+    # The contents of the lines read so far that no message named yet, and those named.
+    waiting: dict[str, str] = {}
+    named: dict[str, str] = {}
     for number, line in enumerate(lines, start=2):
-        try:
-            message = decode_message(line)
-        except (TypeError, ValueError) as exc:
-            raise fail(f"line {number} is not a canonical message: {exc}") from None
+        if line.startswith(b'"'):
+            text = _decode_content(line)
+            if text is None:
+                raise fail(f"line {number} is not a canonical content line")
+            key = hash_content(text)
+            if key in waiting or key in named:
+                raise fail(f"line {number} repeats content {key[:10]}")
+            waiting[key] = text
+            continue
+        message = _decode_message_line(line, waiting, named)
+        if isinstance(message, str):
+            raise fail(f"line {number} is not a canonical message: {message}")
         if message.hash in seen:
             raise fail(f"line {number} repeats message {message.hash[:10]}")
         seen.add(message.hash)
         messages.append(message)
-    if hashlib.sha256(body).hexdigest() != digest:
-        raise fail("the bundle was altered: its messages do not match the sha256 of its header")
+    if waiting:
+        raise fail(f"content {next(iter(waiting))[:10]} is named by no message of the bundle")
+    if len(messages) != count:
+        raise fail(
+            f"its header announces {count} messages and {contents} contents, "
+            f"it holds {len(messages)} messages and {len(named)} contents"
+        )
     return Bundle(messages, dict(refs))
+
+
+def _decode_content(line: bytes) -> str | None:
+    """The text of a content line, or ``None`` if it is not one, canonically written."""
+    try:
+        text = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+    if not isinstance(text, str) or _content_line_or_none(text) != line:
+        return None
+    return text
+
+
+def _content_line_or_none(text: str) -> bytes | None:
+    try:
+        return _content_line(text)
+    except UnicodeEncodeError:  # a lone surrogate, written as an escape
+        return None
+
+
+def _decode_message_line(
+    line: bytes, waiting: dict[str, str], named: dict[str, str]
+) -> Message | str:
+    """The message of a line, with its content from an earlier line; or what is wrong."""
+    try:
+        document = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        document = None
+    key = document.get("content") if isinstance(document, dict) else None
+    text = None
+    if isinstance(key, str):
+        text = waiting.get(key, named.get(key))
+        if text is None:
+            return f"its content {key[:10]} is not on an earlier line"
+    try:
+        message = decode_message(line, text)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    if text is not None and isinstance(key, str):
+        named[key] = waiting.pop(key, text)
+    return message
 
 
 def _is_hash(value: object) -> bool:

@@ -179,6 +179,7 @@ FIELD_ORDER: Final = (
     "sender",
     "receiver",
     "original",
+    "content_hash",
     "error_type",
     "kwargs",
     "metadata",
@@ -190,14 +191,20 @@ def show_lines(message: Message, refs: list[str], children: list[str]) -> Iterat
     document = json.loads(encode_message(message))
     document["hash"] = message.hash
     document.pop("format")
-    # A call has no sender and no content: its encoding leaves them out.
-    content = document.pop("content", None)
+    # A call has no sender and no content: its encoding leaves them out. The document names
+    # the content by its hash; the text follows the fields.
+    content = None
+    if "content" in document:
+        document["content_hash"] = document.pop("content")
+        content = message.content
     keys = [key for key in FIELD_ORDER if key in document]
     keys += sorted(set(document) - set(keys))
     for key in keys:
         value = document[key]
-        line = Text.assemble((f"{key + ':':<12}", "bold"))
-        if key in ("hash", "parent", "reply_to", "original") and isinstance(value, str):
+        line = Text.assemble((f"{key + ':':<14}", "bold"))
+        if key in ("hash", "parent", "reply_to", "original", "content_hash") and isinstance(
+            value, str
+        ):
             line.append(value, STYLES["hash"])
         elif key == "kind":
             line.append(str(value), STYLES[str(value)])
@@ -208,13 +215,13 @@ def show_lines(message: Message, refs: list[str], children: list[str]) -> Iterat
         else:
             line.append(printable(json.dumps(value, ensure_ascii=False, sort_keys=True)))
         yield line
-    line = Text.assemble((f"{'refs:':<12}", "bold"))
+    line = Text.assemble((f"{'refs:':<14}", "bold"))
     line.append(
         ", ".join(printable(name) for name in refs) or "none",
         STYLES["ref"] if refs else STYLES["extra"],
     )
     yield line
-    line = Text.assemble((f"{'children:':<12}", "bold"))
+    line = Text.assemble((f"{'children:':<14}", "bold"))
     line.append(str(len(children)))
     yield line
     if content is not None:
