@@ -26,18 +26,33 @@ from agentforum import (
 pytestmark = pytest.mark.anyio
 
 
-def streaming_agent(forum: Forum, release: anyio.Event, runs: list[str]) -> None:
-    """``story``: streams "Once", then (once ``release`` is set) " upon a time"."""
+class Story:
+    """A forum whose agent ``story`` streams "Once", then, once ``release`` is set,
+    " upon a time"; ``runs`` counts its runs."""
 
-    @forum.agent
-    async def story(ctx: InteractionContext) -> None:
-        runs.append("run")
-        streamed = StreamedMessage()
-        ctx.respond(streamed)
-        async with streamed:
-            await streamed.send("Once")
-            await release.wait()
-            await streamed.send(" upon a time")
+    def __init__(self) -> None:
+        self.forum = Forum()
+        self.release = anyio.Event()
+        self.runs: list[str] = []
+
+        @self.forum.agent
+        async def story(ctx: InteractionContext) -> None:
+            self.runs.append("run")
+            streamed = StreamedMessage()
+            ctx.respond(streamed)
+            async with streamed:
+                await streamed.send("Once")
+                await self.release.wait()
+                await streamed.send(" upon a time")
+
+        self.agent = story
+
+    async def two_calls_streaming(self) -> tuple[MessageSequence, MessageSequence]:
+        """Two identical asks, each once its first token has come."""
+        first, second = self.agent.ask("tell"), self.agent.ask("tell")
+        assert await first_token(first) == "Once"
+        assert await first_token(second) == "Once"
+        return first, second
 
 
 async def first_token(sequence: MessageSequence) -> str:
@@ -49,17 +64,11 @@ async def first_token(sequence: MessageSequence) -> str:
 async def test_a_leader_cancelled_mid_stream_goes_on_for_its_follower() -> None:
     """The leader's consumers get AgentCancelled at once; its follower gets the whole answer,
     streamed live from the same run; the agent ran once, and the answer is cached."""
-    forum = Forum()
-    release = anyio.Event()
-    runs: list[str] = []
-    streaming_agent(forum, release, runs)
-    story = forum._agents["story"]
+    setup = Story()
+    forum, release, runs, story = setup.forum, setup.release, setup.runs, setup.agent
     with anyio.fail_after(5):
         async with forum:
-            leader = story.ask("tell")
-            follower = story.ask("tell")
-            assert await first_token(leader) == "Once"
-            assert await first_token(follower) == "Once"
+            leader, follower = await setup.two_calls_streaming()
             leader.cancel()
             with pytest.raises(AgentCancelled) as cancelled:
                 await leader.messages()
@@ -81,11 +90,8 @@ async def test_a_leader_cancelled_mid_stream_goes_on_for_its_follower() -> None:
 async def test_a_leader_whose_caller_is_cancelled_goes_on_for_a_follower_elsewhere() -> None:
     """A leader nested in a call that is cancelled leaves its flight; an identical call made
     at top level, following it, still gets the answer of the one run."""
-    forum = Forum()
-    release = anyio.Event()
-    runs: list[str] = []
-    streaming_agent(forum, release, runs)
-    story = forum._agents["story"]
+    setup = Story()
+    forum, release, runs, story = setup.forum, setup.release, setup.runs, setup.agent
     inner: list[MessageSequence] = []
 
     @forum.agent
@@ -122,17 +128,11 @@ async def test_the_last_caller_to_leave_cancels_the_run(wait: bool) -> None:
     when the second leaves; the second's branch is the run's, cut: the streamed message
     incomplete, then AgentCancelled. The first's end hangs below the CallMessage. Every end
     a consumer sees is stored. Nothing is cached."""
-    forum = Forum()
-    release = anyio.Event()
-    runs: list[str] = []
-    streaming_agent(forum, release, runs)
-    story = forum._agents["story"]
+    setup = Story()
+    forum, release, runs, story = setup.forum, setup.release, setup.runs, setup.agent
     with anyio.fail_after(5):
         async with forum:
-            first = story.ask("tell")
-            second = story.ask("tell")
-            assert await first_token(first) == "Once"
-            assert await first_token(second) == "Once"
+            first, second = await setup.two_calls_streaming()
             first.cancel()
             if wait:
                 with pytest.raises(AgentCancelled) as first_end:
