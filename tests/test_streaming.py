@@ -700,3 +700,43 @@ async def test_request_tokens_reach_the_agent_live() -> None:
                 await streamed.send("two")
             messages = await call.response_sequence().messages()
     assert [m.content for m in messages] == ["one|two"]
+
+
+async def test_send_nowait_appends_at_once_without_a_checkpoint() -> None:
+    """send_nowait never yields: a producer with tokens at hand appends them all, and its
+    consumers see every token, in order, live; send() yields first, then appends."""
+    forum = Forum()
+    seen: list[str] = []
+    others_ran: list[int] = []
+
+    @forum.agent
+    async def burst(ctx: InteractionContext) -> None:
+        streamed = StreamedMessage()
+        ctx.respond(streamed)
+        async with streamed:
+            for index in range(100):
+                streamed.send_nowait(f"t{index} ")
+            # No task ran while the 100 tokens were appended: none was a checkpoint.
+            others_ran.append(len(seen))
+            await streamed.send("end")
+
+    with anyio.fail_after(5):
+        async with forum:
+            async for promise in burst.ask("go"):
+                async for token in promise:
+                    seen.append(token)  # noqa: PERF401 (read by burst meanwhile)
+    assert seen == [f"t{index} " for index in range(100)] + ["end"]
+    assert others_ran == [0]
+
+
+async def test_send_nowait_refuses_what_send_refuses() -> None:
+    """Not a str, a message that streams from an iterable, a message complete: the errors of
+    send(), raised at once."""
+    by_hand = StreamedMessage()
+    with pytest.raises(TypeError, match="a token must be a str, not int"):
+        by_hand.send_nowait(1)  # type: ignore[arg-type]
+    await by_hand.aclose()
+    with pytest.raises(anyio.ClosedResourceError, match="complete"):
+        by_hand.send_nowait("late")
+    with pytest.raises(TypeError, match="takes its tokens from an iterable"):
+        StreamedMessage(["a"]).send_nowait("b")

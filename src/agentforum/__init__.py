@@ -5,7 +5,6 @@ import importlib.metadata as _metadata
 from ._agents import Agent as Agent
 from ._agents import AgentCall as AgentCall
 from ._agents import AgentFunction as AgentFunction
-from ._agents import InteractionContext as InteractionContext
 from ._exceptions import AgentCancelled as AgentCancelled
 from ._exceptions import AgentError as AgentError
 from ._exceptions import AgentForumError as AgentForumError
@@ -30,6 +29,8 @@ from ._promises import MessagePromise as MessagePromise
 from ._promises import MessageSequence as MessageSequence
 from ._promises import StreamedMessage as StreamedMessage
 from ._public import claim
+from ._runtime import ForumStatistics as ForumStatistics
+from ._runtime import InteractionContext as InteractionContext
 from ._stores._memory import MemoryStore as MemoryStore
 from ._stores._protocol import IntegrityProblem as IntegrityProblem
 from ._stores._protocol import MessageStore as MessageStore
@@ -48,6 +49,7 @@ __all__ = (
     "ErrorMessage",
     "Forum",
     "ForumNotRunningError",
+    "ForumStatistics",
     "ForwardedMessage",
     "FrozenDict",
     "IntegrityError",

@@ -5,36 +5,19 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeAlias
 
-from ._call import Call
-from ._content import flatten
-from ._context import current_call
+from . import _runtime
+from ._content import check_point, flatten
 from ._exceptions import ForumNotRunningError
 from ._json import EMPTY, FrozenDict, JSONValue, freeze_mapping
-from ._messages import Message, is_hash
-from ._promises import MessagePromise, MessageSequence
-from ._stores._memory import check_prefix
 
 if TYPE_CHECKING:
     from ._forum import Forum
+    from ._messages import Message
+    from ._promises import MessagePromise, MessageSequence
 
 
 AgentFunction: TypeAlias = Callable[..., Awaitable[None]]
 """An agent function: ``async def f(ctx: InteractionContext, **kwargs) -> None``."""
-
-
-def _check_point(value: object, name: str) -> None:
-    if value is None or isinstance(value, (Message, MessagePromise)):
-        return
-    if isinstance(value, str):
-        if name == "reply_to" and not is_hash(value):
-            raise ValueError(f"reply_to must be a full message hash, got {value!r}")
-        if name == "branch_from":
-            check_prefix(value)
-        return
-    raise TypeError(
-        f"{name} must be a Message, a MessagePromise or a message hash (str), "
-        f"not {type(value).__qualname__}"
-    )
 
 
 class Agent:
@@ -135,7 +118,7 @@ class Agent:
         """
         call = self._start(content, branch_from, blank_history, kwargs, cacheable=True)
         call.close_requests()
-        return MessageSequence(call.responses, self.forum)
+        return _runtime.sequence(call)
 
     def tell(
         self,
@@ -169,7 +152,7 @@ class Agent:
         call = self._start(None, branch_from, blank_history, kwargs, cacheable=False)
         owner = call.caller
         if owner is None:
-            self.forum._open_calls.append(call)
+            call.state.open_calls.append(call)
         elif owner.open_calls is None:
             owner.open_calls = [call]
         else:
@@ -184,30 +167,22 @@ class Agent:
         kwargs: dict[str, JSONValue],
         *,
         cacheable: bool,
-    ) -> Call:
-        """Check every argument, then schedule the call: nothing happens if a check fails."""
+    ) -> _runtime.Call:
+        """Check every argument, then start the call: nothing happens if a check fails."""
         forum = self.forum
-        group = forum._task_group
-        if group is None:
+        state = forum._state
+        if state is None:
             raise ForumNotRunningError(
                 f"agent {self.alias!r} was called while its forum is not running: "
                 "call agents inside `async with forum:`"
             )
-        _check_point(branch_from, "branch_from")
+        check_point(branch_from, "branch_from")
         if branch_from is not None and blank_history:
             raise ValueError("give branch_from or blank_history=True, not both")
         frozen = self._merged(freeze_mapping(kwargs, "kwargs")) if kwargs else self.kwargs
         items = [] if content is None else flatten(content, "ask()")
-        caller = current_call.get()
-        if caller is not None and caller.forum is not forum:
-            caller = None
         cached = cacheable and self.cache and forum.cache
-        call = Call(self, frozen, branch_from, blank_history, caller, cached=cached)
-        call.send("requests", items, None, EMPTY)
-        if caller is not None and caller.task_group is not None:
-            group = caller.task_group
-        group.start_soon(call.run, name=f"call of {self.alias}")
-        return call
+        return _runtime.start(self, state, items, frozen, branch_from, blank_history, cached=cached)
 
 
 class AgentCall:
@@ -215,7 +190,7 @@ class AgentCall:
 
     __slots__ = ("_call",)
 
-    def __init__(self, call: Call) -> None:
+    def __init__(self, call: _runtime.Call) -> None:
         self._call = call
 
     def __repr__(self) -> str:
@@ -234,70 +209,8 @@ class AgentCall:
     def response_sequence(self) -> MessageSequence:
         """Close the requests and return the responses (the same sequence every time)."""
         self._call.close_requests()
-        return MessageSequence(self._call.responses, self._call.forum)
+        return _runtime.sequence(self._call)
 
     def cancel(self) -> None:
         """Cancel the call and every call nested in it; as :meth:`MessageSequence.cancel`."""
         self._call.cancel()
-
-
-class InteractionContext:
-    """What an agent function receives: its requests, a way to respond, its agent and forum."""
-
-    __slots__ = ("_call", "agent", "forum", "request_messages")
-
-    def __init__(self, call: Call) -> None:
-        self._call = call
-        #: The agent being called.
-        self.agent: Agent = call.agent
-        #: The agent's forum.
-        self.forum: Forum = call.forum
-        #: The requests, as promises, as they arrive (full duplex: before they all exist).
-        self.request_messages = MessageSequence(call.requests, call.forum)
-
-    def __repr__(self) -> str:
-        return f"<InteractionContext of {self.agent.alias!r}>"
-
-    async def history(self, *, include_calls: bool = False) -> list[Message]:
-        """Return the branch this call continues: from the root to its last request, root first.
-
-        For a call without requests, the branch above its :class:`CallMessage` (``[]`` for
-        a call at a new root). It is the input of the call: what a model is prompted with.
-        Waits until every request is placed; an agent called with
-        :meth:`Agent.start_asking` waits until its caller closes the requests.
-
-        If a request fails instead, the agent function is cancelled in this wait, and the
-        call's branch ends with the request's error.
-
-        Args:
-            include_calls: Keep the :class:`CallMessage` nodes (left out by default).
-        """
-        parent = await self._call.branch_end()
-        if parent is None:
-            return []
-        return await self.forum._branch(parent, include_calls=include_calls)
-
-    def respond(
-        self,
-        content: object,
-        *,
-        reply_to: Message | MessagePromise | str | None = None,
-        **metadata: JSONValue,
-    ) -> None:
-        """Queue ``content`` as responses, in order. Never blocks.
-
-        Content is as for :meth:`Agent.ask`; responding with another call's
-        :class:`MessageSequence` passes its messages, and their tokens live, to this call's
-        consumers. New messages reply to ``reply_to`` (default: the call's last request) and
-        carry ``metadata``; a message that already continues the branch is reused as it is.
-
-        Raises:
-            TypeError: content or metadata that is not allowed, as for :meth:`Agent.ask`.
-            ValueError: a metadata value out of range (a NaN, say).
-            anyio.ClosedResourceError: the agent function has returned.
-        """
-        if content is None:
-            raise TypeError("respond() got None, which is not message content")
-        _check_point(reply_to, "reply_to")
-        frozen = FrozenDict._trusted(freeze_mapping(metadata, "metadata")) if metadata else EMPTY
-        self._call.send("responses", flatten(content, "respond()"), reply_to, frozen)

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterable, Iterable, Iterator, Mapping
 from typing import Final
 
 from ._json import check_text
-from ._messages import Message
+from ._messages import Message, check_prefix, is_hash
 from ._promises import MessagePromise, MessageSequence, StreamedMessage
 
 #: One piece of content, as the forum's call runner places it.
@@ -98,3 +98,19 @@ def _flatten(content: object, where: str, items: list[Item]) -> None:
 def _path(taken: list[int]) -> str:
     """The path of the item being flattened, as ``content[1][0]``."""
     return "content" + "".join(f"[{count - 1}]" for count in taken)
+
+
+def check_point(value: object, name: str) -> None:
+    """Check a ``branch_from`` or ``reply_to`` argument: a message, a promise, or a hash."""
+    if value is None or isinstance(value, (Message, MessagePromise)):
+        return
+    if isinstance(value, str):
+        if name == "reply_to" and not is_hash(value):
+            raise ValueError(f"reply_to must be a full message hash, got {value!r}")
+        if name == "branch_from":
+            check_prefix(value)
+        return
+    raise TypeError(
+        f"{name} must be a Message, a MessagePromise or a message hash (str), "
+        f"not {type(value).__qualname__}"
+    )

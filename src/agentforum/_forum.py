@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, overload
 import anyio
 
 from ._agents import Agent, AgentFunction
-from ._messages import CallMessage, Message
-from ._promises import Failure, MessagePromise
-from ._stores._memory import MemoryStore, is_ref_name
+from ._messages import Message, is_ref_name
+from ._promises import MessagePromise
+from ._runtime import ForumState, ForumStatistics, branch_of
+from ._stores._memory import MemoryStore
 from ._stores._protocol import MessageStore
 from ._stores._sqlite import SQLiteStore
 
@@ -25,8 +26,6 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskGroup
     from typing_extensions import Self
-
-    from ._call import Call, Flight
 
 
 class Forum:
@@ -62,12 +61,10 @@ class Forum:
 
     __slots__ = (
         "_agents",
-        "_failures",
-        "_flights",
-        "_open_calls",
+        "_last",
         "_owns_store",
+        "_state",
         "_store",
-        "_store_errors",
         "_task_group",
         "cache",
         "strict_errors",
@@ -98,11 +95,10 @@ class Forum:
         self.strict_errors = strict_errors
         self._agents: dict[str, Agent] = {}
         self._task_group: TaskGroup | None = None
-        self._failures: list[Failure] = []
-        # The errors of the store that kept a call's ErrorMessage out of the tree.
-        self._store_errors: list[Exception] = []
-        self._open_calls: list[Call] = []
-        self._flights: dict[str, Flight] = {}
+        # What the calls of the running block share (see _runtime.ForumState); the last
+        # one is kept after the block, for statistics().
+        self._state: ForumState | None = None
+        self._last: ForumState | None = None
 
     def __repr__(self) -> str:
         state = "running" if self._task_group is not None else "not running"
@@ -284,14 +280,19 @@ class Forum:
         if isinstance(message, MessagePromise):
             message = await message
         key = message.hash if isinstance(message, Message) else (await self.get(message)).hash
-        return await self._branch(key, include_calls=include_calls)
+        return await branch_of(self._store, key, include_calls=include_calls)
 
-    async def _branch(self, key: str, *, include_calls: bool) -> list[Message]:
-        """The branch from its root to the message of the full hash ``key``, oldest first."""
-        branch = await self._store.ancestors(key)
-        if include_calls:
-            return branch
-        return [node for node in branch if not isinstance(node, CallMessage)]
+    def statistics(self) -> ForumStatistics:
+        """Return what the forum's calls have done since it was last entered.
+
+        Cheap counters kept as the calls run (see :class:`ForumStatistics`): read them
+        while the forum runs, or after it exits for its last run. Before the forum was
+        ever entered, every counter is 0.
+        """
+        state = self._last
+        if state is None:
+            return ForumStatistics(0, 0, 0, 0, 0, 0, 0, 0)
+        return state.statistics()
 
     async def __aenter__(self) -> Self:
         if self._task_group is not None:
@@ -302,9 +303,7 @@ class Forum:
         group = anyio.create_task_group()
         await group.__aenter__()
         self._task_group = group
-        self._failures = []
-        self._store_errors = []
-        self._flights = {}
+        self._state = self._last = ForumState(self, self._store, group)
         return self
 
     async def __aexit__(
@@ -313,17 +312,18 @@ class Forum:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        group = self._task_group
+        group, state = self._task_group, self._state
         assert group is not None
+        assert state is not None
         # The block is over: nobody can send more requests to the calls it started.
-        for call in self._open_calls:
+        for call in state.open_calls:
             call.close_requests()
-        self._open_calls = []
+        state.open_calls = []
         try:
             try:
                 suppress = await group.__aexit__(exc_type, exc, tb)
             finally:
-                self._task_group = None
+                self._task_group = self._state = None
                 if self._owns_store:
                     with anyio.CancelScope(shield=True):
                         await self._store.aclose()
@@ -338,11 +338,11 @@ class Forum:
         # call nested in it: it is never raised here.
         unobserved = [
             failure
-            for failure in self._failures
+            for failure in state.failures
             if not (failure.observed or failure.is_cancellation)
         ]
-        self._failures = []
-        store_errors, self._store_errors = self._store_errors, []
+        state.failures = []
+        store_errors, state.store_errors = state.store_errors, []
         if not (store_errors or (self.strict_errors and unobserved)):
             return suppress
         if exc is not None and not isinstance(exc, Exception):

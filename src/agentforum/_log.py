@@ -144,6 +144,12 @@ class Feed(_Waitable, Generic[T]):
         for _ in range(count):
             self._items.popleft()
 
+    async def wait(self) -> None:
+        """Wait until an item is queued or the feed is closed or dropped (a checkpoint only
+        when it has to wait)."""
+        if not (self._items or self.closed or self.dropped):
+            await self._wait()
+
     async def wait_closed(self) -> None:
         """Discard what is queued, and what comes, until the producers close the feed."""
         while not self.closed:

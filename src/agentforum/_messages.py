@@ -362,3 +362,72 @@ def decode_message(data: bytes | str, content: str | None = None) -> Message:
     # The hash is that of these very bytes: fill the cached property without encoding again.
     object.__setattr__(message, "hash", sha256_hex(encoding))
     return message
+
+
+# -- validators of hashes, prefixes, ref names and links ---------------------------------------
+
+_PREFIX_RE: Final = re.compile(r"[0-9a-f]{6,64}")
+_REF_RE: Final = re.compile(r"[^\s\x00-\x1f\x7f~^:?*\[\\]{1,255}")
+
+
+def check_prefix(hash_or_prefix: str) -> str:
+    """Return ``hash_or_prefix`` if it is 6 to 64 lowercase hex characters, else raise."""
+    if not isinstance(hash_or_prefix, str) or _PREFIX_RE.fullmatch(hash_or_prefix) is None:
+        raise ValueError(
+            f"{hash_or_prefix!r} is not a message hash or a prefix of one "
+            "(6 to 64 lowercase hexadecimal characters)"
+        )
+    return hash_or_prefix
+
+
+def is_ref_name(name: str) -> bool:
+    """Return whether ``name`` is a valid ref name."""
+    return isinstance(name, str) and _REF_RE.fullmatch(name) is not None and _is_text(name)
+
+
+def check_ref_name(name: str) -> str:
+    """Return ``name`` if it is a valid ref name (as in git: no spaces, ``~^:?*[\\``)."""
+    if not is_ref_name(name):
+        raise ValueError(
+            f"{name!r} is not a valid ref name: use 1 to 255 characters, none of them "
+            "white space, control characters or ~^:?*[\\"
+        )
+    return name
+
+
+def _is_text(name: str) -> bool:
+    try:
+        check_text(name, "ref name")
+    except ValueError:
+        return False
+    return True
+
+
+def links(message: Message) -> list[tuple[str, str]]:
+    """Return the (field, hash) links of ``message`` that must name stored messages."""
+    found = [
+        (field, value)
+        for field, value in (("parent", message.parent), ("reply_to", message.reply_to))
+        if value is not None
+    ]
+    if isinstance(message, ForwardedMessage):
+        found.append(("original", message.original))
+    return found
+
+
+def has_content(message: Message) -> bool:
+    """Whether ``message`` names a content (every kind but :class:`CallMessage`)."""
+    return not isinstance(message, CallMessage)
+
+
+def check_forward(forward: Message, original: Message | None) -> None:
+    """Raise ValueError if ``forward`` is a forward whose content is not its original's."""
+    if (
+        isinstance(forward, ForwardedMessage)
+        and original is not None
+        and original.content_hash != forward.content_hash
+    ):
+        raise ValueError(
+            f"forward {forward.hash} does not hold the content of its original "
+            f"{original.hash}: a forward's content is its original's"
+        )

@@ -1,4 +1,15 @@
-"""Promises of messages, sequences of them, and messages streamed token by token."""
+"""Promises of messages, sequences of them, and messages streamed token by token.
+
+The runtime (``_runtime/``) makes and settles these objects through a small interface of
+underscored methods, the only ones it uses, listed here:
+
+- :class:`MessagePromise`: ``_of(message)`` (one already settled), ``_sharing(promise)``
+  (another promise of the same tokens), ``_resolve(message)``, ``_fail(failure)``,
+  ``await _settled()``, ``_outcome()``;
+- :class:`StreamedMessage`: ``_by_hand``, ``_tokens``, ``await _complete()``, ``_finish()``,
+  ``_end(error, cut)``, ``_is_cut_short()``, ``_text()``, ``_raise_error()``;
+- :class:`SequenceLog` (internal to the package) and :class:`RequestCursor`.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +27,9 @@ from ._json import EMPTY, FrozenDict, JSONValue, freeze_mapping
 from ._log import Log
 
 if TYPE_CHECKING:
-    from ._call import Call
     from ._forum import Forum
     from ._messages import ErrorMessage, Message
+    from ._runtime import Call
 
 #: While tokens are ready, token and promise iterators checkpoint once per this many items,
 #: so a consumer that never has to wait still lets other tasks run and sees cancellation.
@@ -47,25 +58,41 @@ class Failure:
 
 
 class SequenceLog(Log["MessagePromise"]):
-    """The promises of a sequence; closed normally or with a :class:`Failure`.
+    """The promises of a sequence; closed normally or with a :class:`Failure`."""
 
-    The requests of a call know their call (``reader``) and count how many of them its agent
-    function has read (``read``), which decides where its nested calls start.
-    """
+    __slots__ = ("failure", "owner")
 
-    __slots__ = ("failure", "owner", "read", "reader")
-
-    def __init__(self, reader: Call | None = None, *, owner: Call | None = None) -> None:
+    def __init__(self, *, owner: Call | None = None) -> None:
         super().__init__()
         self.failure: Failure | None = None
-        self.reader = reader
-        self.read = 0
         #: The call these messages belong to (what ``MessageSequence.cancel`` cancels).
         self.owner = owner
 
     def fail(self, failure: Failure) -> None:
         self.failure = failure
         self.close()
+
+
+class RequestCursor:
+    """How many of its requests a call's agent function has read (``ctx.request_messages``).
+
+    Where a call made by that agent function starts, while the requests are still open,
+    depends on it (``docs/concepts.md``, section 3): the last request read by then. Only the
+    agent function's own iteration of its ``ctx.request_messages`` advances it.
+    """
+
+    __slots__ = ("call", "read")
+
+    def __init__(self, call: Call) -> None:
+        #: The call whose agent function reads the requests.
+        self.call = call
+        #: How many requests it has read.
+        self.read = 0
+
+    def advance(self, index: int) -> None:
+        """The request at ``index`` was handed out: count it if the agent function read it."""
+        if index >= self.read and current_call.get() is self.call:
+            self.read = index + 1
 
 
 class MessagePromise:
@@ -100,6 +127,15 @@ class MessagePromise:
         promise = cls(tokens)
         promise._message = message
         return promise
+
+    @classmethod
+    def _sharing(cls, promise: MessagePromise) -> MessagePromise:
+        """A promise of its own that shares ``promise``'s tokens (they stream to both)."""
+        return cls(promise._tokens)
+
+    def _outcome(self) -> Message | Failure | None:
+        """The message, the failure, or ``None`` while it is neither resolved nor failed."""
+        return self._message if self._message is not None else self._failure
 
     def _resolve(self, message: Message) -> None:
         self._message = message
@@ -146,19 +182,19 @@ class MessagePromise:
         return TokenIterator(self._tokens)
 
 
-class TokenIterator:
-    """An iterator over the tokens of one :class:`MessagePromise`, from the first."""
+class _LogIterator:
+    """The items of a log from the first: a checkpoint while waiting for the next one, and
+    once in :data:`CHECKPOINT_EVERY` items while they are ready (so a consumer that never
+    waits still lets other tasks run and sees cancellation)."""
 
     __slots__ = ("_index", "_log")
 
-    def __init__(self, log: Log[str]) -> None:
+    def __init__(self, log: Log[Any]) -> None:
         self._log = log
         self._index = 0
 
-    def __aiter__(self) -> TokenIterator:
-        return self
-
-    async def __anext__(self) -> str:
+    async def _next(self) -> int:
+        """Wait for the next item; return its index, or -1 at the end of a closed log."""
         log = self._log
         index = self._index
         if index < len(log.items):
@@ -167,9 +203,25 @@ class TokenIterator:
         else:
             await log.wait_beyond(index)
             if index >= len(log.items):
-                raise StopAsyncIteration
+                return -1
         self._index = index + 1
-        return log.items[index]
+        return index
+
+
+class TokenIterator(_LogIterator):
+    """An iterator over the tokens of one :class:`MessagePromise`, from the first."""
+
+    __slots__ = ()
+
+    def __aiter__(self) -> TokenIterator:
+        return self
+
+    async def __anext__(self) -> str:
+        index = await self._next()
+        if index < 0:
+            raise StopAsyncIteration
+        token: str = self._log.items[index]
+        return token
 
 
 class MessageSequence:
@@ -180,11 +232,13 @@ class MessageSequence:
     raises :exc:`AgentError` after the last message instead of stopping.
     """
 
-    __slots__ = ("_forum", "_log")
+    __slots__ = ("_cursor", "_forum", "_log")
 
-    def __init__(self, log: SequenceLog, forum: Forum) -> None:
+    def __init__(self, log: SequenceLog, forum: Forum, cursor: RequestCursor | None = None) -> None:
         self._log = log
         self._forum = forum
+        # The requests of an agent function: iterating them advances its cursor.
+        self._cursor = cursor
 
     def __repr__(self) -> str:
         state = "complete" if self._log.closed else "open"
@@ -196,7 +250,7 @@ class MessageSequence:
         Raises:
             AgentError: after the last promise, when the branch ended in an error.
         """
-        return PromiseIterator(self._log)
+        return PromiseIterator(self._log, self._cursor)
 
     def cancel(self) -> None:
         """Cancel the call these messages belong to, and every call nested in it.
@@ -246,34 +300,29 @@ class MessageSequence:
         return await self._forum.history(await self.last(), include_calls=include_calls)
 
 
-class PromiseIterator:
+class PromiseIterator(_LogIterator):
     """An iterator over the promises of one :class:`MessageSequence`, from the first."""
 
-    __slots__ = ("_index", "_log")
+    __slots__ = ("_cursor",)
 
-    def __init__(self, log: SequenceLog) -> None:
-        self._log = log
-        self._index = 0
+    def __init__(self, log: SequenceLog, cursor: RequestCursor | None = None) -> None:
+        super().__init__(log)
+        self._cursor = cursor
 
     def __aiter__(self) -> PromiseIterator:
         return self
 
     async def __anext__(self) -> MessagePromise:
-        log = self._log
-        index = self._index
-        if index < len(log.items):
-            if index % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1:
-                await checkpoint()
-        else:
-            await log.wait_beyond(index)
-            if index >= len(log.items):
-                if log.failure is not None:
-                    raise log.failure.exception()
-                raise StopAsyncIteration
-        self._index = index + 1
-        if log.reader is not None and index >= log.read and current_call.get() is log.reader:
-            log.read = index + 1
-        return log.items[index]
+        log: SequenceLog = self._log  # type: ignore[assignment]
+        index = await self._next()
+        if index < 0:
+            if log.failure is not None:
+                raise log.failure.exception()
+            raise StopAsyncIteration
+        if self._cursor is not None:
+            self._cursor.advance(index)
+        promise: MessagePromise = log.items[index]
+        return promise
 
 
 class StreamedMessage:
@@ -340,18 +389,40 @@ class StreamedMessage:
     async def send(self, token: str) -> None:
         """Append ``token`` to the message (a checkpoint). Consumers see it at once.
 
+        Equivalent to :meth:`send_nowait` after a checkpoint: other tasks run, and a
+        cancellation is delivered, before the token is appended.
+
         Raises:
             TypeError: ``token`` is not a ``str``, or the message streams from an iterable.
             anyio.ClosedResourceError: the message is complete.
         """
+        self._check_sendable(token)
+        await checkpoint()
+        self.send_nowait(token)
+
+    def send_nowait(self, token: str) -> None:
+        """Append ``token`` to the message at once, without a checkpoint.
+
+        For a producer whose tokens are at hand (a batch from a model's buffer, say): it
+        never blocks and never lets other tasks run, as AnyIO's
+        ``MemoryObjectSendStream.send_nowait`` does. Consumers see the token when they next
+        run; a producer that sends many tokens this way should yield now and then
+        (``await anyio.lowlevel.checkpoint()``), or use :meth:`send`.
+
+        Raises:
+            TypeError: ``token`` is not a ``str``, or the message streams from an iterable.
+            anyio.ClosedResourceError: the message is complete.
+        """
+        self._check_sendable(token)
+        self._log.append(token)
+
+    def _check_sendable(self, token: object) -> None:
         if self._source is not None:
             raise TypeError("this StreamedMessage takes its tokens from an iterable: don't send")
-        if not isinstance(token, str):
+        if type(token) is not str and not isinstance(token, str):
             raise TypeError(f"a token must be a str, not {type(token).__qualname__}")
         if self._log.closed:
             raise ClosedResourceError("this StreamedMessage is complete: it takes no more tokens")
-        await checkpoint()
-        self._log.append(token)
 
     def add_metadata(self, **metadata: JSONValue) -> None:
         """Add to the message's metadata what is known only once it is produced.
@@ -387,6 +458,39 @@ class StreamedMessage:
         elif isinstance(exc, anyio.get_cancelled_exc_class()):
             self._cut = True
         self._finish()
+
+    # -- the runtime's interface (see the module docstring) -----------------------------------
+
+    @property
+    def _by_hand(self) -> bool:
+        """Whether its tokens are sent by hand (no iterable)."""
+        return self._source is None
+
+    @property
+    def _tokens(self) -> Log[str]:
+        """Its tokens, which the promise of the message shares."""
+        return self._log
+
+    def _end(self, error: BaseException | None, cut: bool) -> None:
+        """End it if its producer left it open: with ``error``, or cut by a cancellation."""
+        if not self._log.closed:
+            if error is not None and self._error is None:
+                self._error = error
+            self._cut = self._cut or cut
+            self._finish()
+
+    def _is_cut_short(self) -> bool:
+        """Whether it ended before its producer finished it: an error, or a cancellation."""
+        return self._error is not None or self._cut or not self._log.closed
+
+    def _text(self) -> str:
+        """The content so far: its tokens, joined."""
+        return "".join(self._log.items)
+
+    def _raise_error(self) -> None:
+        """Raise the exception that cut it short, if one did."""
+        if self._error is not None:
+            raise self._error
 
     def _finish(self) -> None:
         self._log.close()

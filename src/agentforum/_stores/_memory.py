@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import bisect
-import re
-from typing import TYPE_CHECKING, ClassVar, Final
+from typing import TYPE_CHECKING, ClassVar
 
 from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 
 from .._exceptions import AmbiguousHashError, MessageNotFoundError
 from .._hashing import hash_content, sha256_hex
-from .._json import check_text
 from .._messages import (
-    CallMessage,
     ForwardedMessage,
     Message,
+    check_forward,
+    check_prefix,
+    check_ref_name,
     encode_message,
-    is_hash,
+    has_content,
+    links,
     with_content,
 )
 from ._cache import Node, cache_problems, check_entry
@@ -24,72 +25,6 @@ from ._protocol import IntegrityProblem, MessageStore
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
-
-_PREFIX_RE: Final = re.compile(r"[0-9a-f]{6,64}")
-_REF_RE: Final = re.compile(r"[^\s\x00-\x1f\x7f~^:?*\[\\]{1,255}")
-
-
-def check_prefix(hash_or_prefix: str) -> str:
-    """Return ``hash_or_prefix`` if it is 6 to 64 lowercase hex characters, else raise."""
-    if not isinstance(hash_or_prefix, str) or _PREFIX_RE.fullmatch(hash_or_prefix) is None:
-        raise ValueError(
-            f"{hash_or_prefix!r} is not a message hash or a prefix of one "
-            "(6 to 64 lowercase hexadecimal characters)"
-        )
-    return hash_or_prefix
-
-
-def is_ref_name(name: str) -> bool:
-    """Return whether ``name`` is a valid ref name."""
-    return isinstance(name, str) and _REF_RE.fullmatch(name) is not None and _is_text(name)
-
-
-def check_ref_name(name: str) -> str:
-    """Return ``name`` if it is a valid ref name (as in git: no spaces, ``~^:?*[\\``)."""
-    if not is_ref_name(name):
-        raise ValueError(
-            f"{name!r} is not a valid ref name: use 1 to 255 characters, none of them "
-            "white space, control characters or ~^:?*[\\"
-        )
-    return name
-
-
-def _is_text(name: str) -> bool:
-    try:
-        check_text(name, "ref name")
-    except ValueError:
-        return False
-    return True
-
-
-def links(message: Message) -> list[tuple[str, str]]:
-    """Return the (field, hash) links of ``message`` that must name stored messages."""
-    found = [
-        (field, value)
-        for field, value in (("parent", message.parent), ("reply_to", message.reply_to))
-        if value is not None
-    ]
-    if isinstance(message, ForwardedMessage):
-        found.append(("original", message.original))
-    return found
-
-
-def has_content(message: Message) -> bool:
-    """Whether ``message`` names a content (every kind but :class:`CallMessage`)."""
-    return not isinstance(message, CallMessage)
-
-
-def check_forward(forward: Message, original: Message | None) -> None:
-    """Raise ValueError if ``forward`` is a forward whose content is not its original's."""
-    if (
-        isinstance(forward, ForwardedMessage)
-        and original is not None
-        and original.content_hash != forward.content_hash
-    ):
-        raise ValueError(
-            f"forward {forward.hash} does not hold the content of its original "
-            f"{original.hash}: a forward's content is its original's"
-        )
 
 
 class MemoryStore(MessageStore):
@@ -292,12 +227,4 @@ class MemoryStore(MessageStore):
         await self._checkpoint()
 
 
-__all__ = [
-    "MemoryStore",
-    "check_forward",
-    "check_prefix",
-    "check_ref_name",
-    "has_content",
-    "is_hash",
-    "links",
-]
+__all__ = ["MemoryStore"]

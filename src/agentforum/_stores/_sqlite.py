@@ -19,11 +19,18 @@ import anyio.to_thread
 
 from .._exceptions import AmbiguousHashError, IntegrityError, MessageNotFoundError, StoreError
 from .._hashing import FORMAT
-from .._messages import ForwardedMessage, Message, is_hash
+from .._messages import (
+    ForwardedMessage,
+    Message,
+    check_prefix,
+    check_ref_name,
+    has_content,
+    is_hash,
+    links,
+)
 from . import _sqlite_checks as checks
 from . import _sqlite_rows as rows
 from ._cache import check_entry
-from ._memory import check_prefix, check_ref_name, has_content, links
 from ._protocol import IntegrityProblem, MessageStore
 
 if TYPE_CHECKING:

@@ -10,10 +10,9 @@ import os
 import sqlite3
 from typing import TYPE_CHECKING, Final
 
-from .._messages import ForwardedMessage, is_hash
+from .._messages import ForwardedMessage, is_hash, links
 from . import _sqlite_rows as rows
 from ._cache import cache_problems
-from ._memory import links
 from ._protocol import IntegrityProblem
 
 if TYPE_CHECKING:

@@ -13,9 +13,10 @@ import anyio.to_thread
 import attrs
 
 if TYPE_CHECKING:
-    from .._agents import Agent, InteractionContext
+    from .._agents import Agent
     from .._forum import Forum
     from .._messages import Message
+    from .._runtime import InteractionContext
 
 #: What a user types, alone on a line, to end the conversation.
 EXIT: Final = "exit"

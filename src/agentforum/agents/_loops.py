@@ -13,9 +13,9 @@ from .._agents import Agent
 from .._exceptions import AgentError
 
 if TYPE_CHECKING:
-    from .._agents import InteractionContext
     from .._messages import Message
     from .._promises import MessageSequence
+    from .._runtime import InteractionContext
 
 StopCondition: TypeAlias = Callable[["Message"], "bool | Awaitable[bool]"]
 """A stop condition: a function of a turn's last message, true to stop there (sync or async)."""

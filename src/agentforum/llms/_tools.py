@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Union, cast
 
 import anyio.to_thread
 
-from .._call import error_type_of
 from .._json import FrozenDict, JSONValue, freeze_mapping
+from .._runtime import error_type_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping

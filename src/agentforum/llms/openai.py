@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
     from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
-    from .._agents import InteractionContext
+    from .._runtime import InteractionContext
 
 #: Chat Completions parameters that the agent sets itself: a call may not pass them.
 RESERVED: Final = frozenset({"messages", "stream", "stream_options", "tools"})

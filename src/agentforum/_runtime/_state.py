@@ -1,0 +1,106 @@
+"""What a running forum hands its calls: one record, so that calls never reach into a Forum."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+    from .._forum import Forum
+    from .._promises import Failure
+    from .._stores._protocol import MessageStore
+    from ._call import Call
+
+
+@attrs.frozen
+class ForumStatistics:
+    """A snapshot of what a forum has done since it was entered (:meth:`Forum.statistics`).
+
+    Cheap counters, kept as calls run; read them to see where a program's calls go.
+
+    Attributes:
+        calls_started: Calls made (``ask``, ``tell``, ``start_asking``), at any depth.
+        calls_running: Calls whose task has not ended yet.
+        agents_run: Calls that ran their agent function.
+        cache_hits: Calls answered from the store's cache index, without running the agent.
+        cache_misses: Calls through the cache that found no answer, so ran their agent.
+        calls_followed: Calls that followed an identical call in flight (single flight)
+            instead of running the agent again.
+        flights: Calls in flight now that identical calls could follow.
+        messages_stored: Messages the forum handed its store to store (requests, call
+            messages, responses, errors; one stored already counts again).
+    """
+
+    calls_started: int
+    calls_running: int
+    agents_run: int
+    cache_hits: int
+    cache_misses: int
+    calls_followed: int
+    flights: int
+    messages_stored: int
+
+
+class ForumState:
+    """The state of one run of a forum (one ``async with forum:``), owned by the forum.
+
+    The calls of that run read and write it: the task group they run in, the store, the
+    errors they recorded, the flights in progress, and the counters of
+    :class:`ForumStatistics`. The forum makes a new one each time it is entered.
+    """
+
+    __slots__ = (
+        "agents_run",
+        "cache_hits",
+        "cache_misses",
+        "calls_followed",
+        "calls_running",
+        "calls_started",
+        "failures",
+        "flights",
+        "forum",
+        "messages_stored",
+        "open_calls",
+        "store",
+        "store_errors",
+        "task_group",
+    )
+
+    def __init__(self, forum: Forum, store: MessageStore, task_group: TaskGroup) -> None:
+        #: The forum, for the public objects that calls hand out (sequences, contexts).
+        self.forum = forum
+        self.store = store
+        #: Where every call's task runs.
+        self.task_group = task_group
+        #: How the calls' branches ended in error, for ``strict_errors``.
+        self.failures: list[Failure] = []
+        #: The store's errors that kept a call's ErrorMessage out of the tree.
+        self.store_errors: list[Exception] = []
+        #: The calls started with ``start_asking`` at top level, closed when the block ends.
+        self.open_calls: list[Call] = []
+        #: The calls that run their agent through the cache, by CallMessage hash: what an
+        #: identical call made meanwhile follows (single flight).
+        self.flights: dict[str, Call] = {}
+        self.calls_started = 0
+        self.calls_running = 0
+        self.agents_run = 0
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self.calls_followed = 0
+        self.messages_stored = 0
+
+    def statistics(self) -> ForumStatistics:
+        """A snapshot of the counters."""
+        return ForumStatistics(
+            calls_started=self.calls_started,
+            calls_running=self.calls_running,
+            agents_run=self.agents_run,
+            cache_hits=self.cache_hits,
+            cache_misses=self.cache_misses,
+            calls_followed=self.calls_followed,
+            flights=len(self.flights),
+            messages_stored=self.messages_stored,
+        )
