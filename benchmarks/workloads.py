@@ -61,10 +61,16 @@ def timed_run(backend: str, function: Callable[[], Awaitable[int]]) -> tuple[flo
 # -- W1: nested streaming ------------------------------------------------------------------------
 
 
-def streaming_forum(tokens: list[str], depth: int) -> tuple[Forum, Agent]:
-    """A forum whose leaf agent streams ``tokens`` (from an async generator that checkpoints
-    every BATCH tokens, as the floor's producer does) under ``depth`` proxy agents, each
-    responding with the inner agent's responses; the top agent (the leaf when ``depth`` is 0)."""
+def streaming_forum(
+    tokens: list[str], depth: int, producer: str = "iterable"
+) -> tuple[Forum, Agent]:
+    """A forum whose leaf agent streams ``tokens`` under ``depth`` proxy agents, each
+    responding with the inner agent's responses; the top agent (the leaf when ``depth`` is 0).
+
+    The leaf's tokens come, with a checkpoint every BATCH tokens as the floor's producer
+    makes, from an async generator (``producer="iterable"``), or are sent by hand with
+    ``send_nowait`` (``"send_nowait"``: a burst, as the original agentforum's producer sends
+    them)."""
     forum = Forum()
 
     async def generate() -> AsyncIterator[str]:
@@ -75,7 +81,16 @@ def streaming_forum(tokens: list[str], depth: int) -> tuple[Forum, Agent]:
 
     @forum.agent
     async def leaf(ctx: InteractionContext) -> None:
-        ctx.respond(StreamedMessage(generate()))
+        if producer == "iterable":
+            ctx.respond(StreamedMessage(generate()))
+            return
+        streamed = StreamedMessage()
+        ctx.respond(streamed)
+        async with streamed:
+            for index, token in enumerate(tokens):
+                streamed.send_nowait(token)
+                if index % BATCH == BATCH - 1:
+                    await checkpoint()
 
     agent: Agent = leaf
     for level in range(depth):
@@ -94,7 +109,7 @@ def w1_ours(backend: str, params: dict[str, Any]) -> Run:
     tokens = tokens_of(n)
 
     async def run() -> int:
-        forum, agent = streaming_forum(tokens, depth)
+        forum, agent = streaming_forum(tokens, depth, params.get("producer", "iterable"))
         received = 0
         async with forum:
             async for promise in agent.ask("go"):
@@ -184,7 +199,7 @@ def w2_ours(backend: str, params: dict[str, Any]) -> Run:
     tokens = tokens_of(n)
 
     async def run() -> int:
-        forum, leaf = streaming_forum(tokens, 0)
+        forum, leaf = streaming_forum(tokens, 0, params.get("producer", "iterable"))
         counts = [0] * consumers
         async with forum:
             sequence = leaf.ask("go")

@@ -97,8 +97,8 @@ def test_harness_runs_every_workload_of_ours_and_the_floors(
     for check in results["checks"]:
         assert check["met"] in (True, False, None)
         assert (check["met"] is None) == (check["value"] is None)
-    # 3 depths x 2 backends, in the table of figures and in that of peak RSS.
-    assert printed.count("| W1 nested streaming") == 12
+    # 3 depths and a burst x 2 backends, in the table of figures and in that of peak RSS.
+    assert printed.count("| W1 nested streaming") == 16
     assert "targets:" in printed
 
 
