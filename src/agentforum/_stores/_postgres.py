@@ -148,10 +148,10 @@ class PostgresStore(MessageStore):
         return await anyio.to_thread.run_sync(self._run_sync, operation, limiter=limiter)
 
     def _run_sync(self, operation: Callable[[Connection], T]) -> T:
-        import psycopg
-
         for attempt in (1, 2):
             connection, generation = self._pool.take()
+            import psycopg  # only now: take() says what to install if it is missing
+
             try:
                 result = operation(connection)
             except psycopg.Error as exc:
