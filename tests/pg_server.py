@@ -152,4 +152,3 @@ def password_required(server: Server) -> bool:
     """Whether the server refuses :data:`PASSWORD_ROLE` a wrong password (a server of
     ``AGENTFORUM_TEST_POSTGRES_URL`` may trust every local connection)."""
     return server.embedded is not None
-

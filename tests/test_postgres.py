@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import pg_server
 import pytest
 
+import pg_server
 from agentforum import (
     AgentError,
-    ForwardedMessage,
     Forum,
+    ForwardedMessage,
     IntegrityError,
     IntegrityProblem,
     Message,
@@ -484,15 +484,19 @@ async def test_a_server_stopped_mid_run_gives_store_errors_and_loses_nothing(
             ctx.respond(f"re: {(await request).content}")
 
     resolved: list[Message] = []
+
+    async def run() -> None:
+        async with forum:
+            resolved.append(await echo.ask("before").last())
+            await anyio.to_thread.run_sync(stop, own_server)
+            with pytest.raises((AgentError, StoreError)) as failure:
+                await echo.ask("after", branch_from=resolved[-1]).last()
+            if isinstance(failure.value, AgentError):
+                assert isinstance(failure.value.__cause__, StoreError)
+
     with anyio.fail_after(60):
         with pytest.raises(StoreError, match="cannot connect to PostgreSQL at the socket in"):
-            async with forum:
-                resolved.append(await echo.ask("before").last())
-                await anyio.to_thread.run_sync(stop, own_server)
-                with pytest.raises((AgentError, StoreError)) as failure:
-                    await echo.ask("after", branch_from=resolved[-1]).last()
-                if isinstance(failure.value, AgentError):
-                    assert isinstance(failure.value.__cause__, StoreError)
+            await run()
         own_server.ensure_postgres_running()
         async with Forum(url) as again:
             history = await again.history(resolved[-1].hash)
