@@ -11,15 +11,24 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from .._messages import ForwardedMessage, links
 from . import _postgres_rows as tables
 from . import _sqlite_rows as rows
 from ._cache import cache_problems
 from ._protocol import IntegrityProblem
-from ._sqlite_checks import printable, problem
+from ._sqlite_checks import (
+    UNREFERENCED,
+    content_problems,
+    message_problems,
+    printable,
+    problem,
+    ref_problems,
+    walk_report,
+)
 
 if TYPE_CHECKING:
     import psycopg
+
+    from .._messages import Message
 
     Connection = psycopg.Connection[tuple[object, ...]]
     #: A message's content hash, kind and parent, by its hash, as its row holds them.
@@ -82,51 +91,21 @@ def row_problems(connection: Connection, table: Table) -> list[IntegrityProblem]
     """Check every message, content, ref and cache entry of the tables."""
     found: list[IntegrityProblem] = []
     content_of = {rows.hex_of(key): content for key, (content, _, _) in table.items()}
-    # A cursor on the server: the rows come in batches, not all at once.
+    # Cursors on the server: the rows come in batches, not all at once.
     with connection.cursor(name="agentforum_verify") as cursor:
         cursor.itersize = 1000
         cursor.execute(tables.SELECT)
         for stored in cursor:
-            key = rows.hex_of(stored[0])
-            message, wrong = rows.rebuild(tables.as_sqlite(stored))
-            if message is None:
-                found.append(problem(key, str(wrong)))
-                continue
-            if tables.row(message) != stored[: len(tables.COLUMNS)]:
-                found.append(problem(key, "its columns are not stored as its fields are"))
-            found.extend(
-                problem(key, f"its {field} {value} is not in the store")
-                for field, value in links(message)
-                if value not in content_of
-            )
-            if (
-                isinstance(message, ForwardedMessage)
-                and message.original in content_of
-                and content_of[message.original] != message.content_hash
-            ):
-                found.append(problem(key, "its content is not the content of its original"))
+            found.extend(message_problems(tables.as_sqlite(stored), _row_of, content_of))
     with connection.cursor(name="agentforum_verify_contents") as cursor:
         cursor.itersize = 1000
         cursor.execute("SELECT hash, text FROM contents")
-        for content_key, text in cursor:
-            wrong = rows.content_problem(content_key, text)
-            if wrong is not None:
-                found.append(problem(rows.hex_of(content_key), wrong))
+        found.extend(content_problems(cursor))
     found.extend(
         problem(rows.hex_of(content_key), "a content is referenced by no message")
-        for (content_key,) in connection.execute(
-            "SELECT hash FROM contents WHERE NOT EXISTS "
-            "(SELECT 1 FROM messages WHERE messages.content = contents.hash)"
-        )
+        for (content_key,) in connection.execute(UNREFERENCED)
     )
-    for name, target in connection.execute("SELECT name, hash FROM refs"):
-        if rows.hex_of(target) not in content_of:
-            found.append(
-                problem(
-                    rows.hex_of(target),
-                    f"ref {printable(str(name))!r} points at a message that is not in the store",
-                )
-            )
+    found.extend(ref_problems(connection.execute("SELECT name, hash FROM refs"), content_of))
     nodes = {
         rows.hex_of(key): (str(kind), rows.hex_of(parent))
         for key, (_, kind, parent) in table.items()
@@ -151,26 +130,10 @@ def walk_problems(connection: Connection, table: Table) -> list[IntegrityProblem
         if parent != via:
             misfiled[key] = None
         reached.add(key)
-    found = [
-        problem(
-            rows.hex_of(key),
-            "the index of parents files it under a message that is not its parent",
-        )
-        for key in misfiled
-    ]
-    # A message whose parent is missing is reported as such; those below it are not reached.
-    found.extend(
-        problem(
-            rows.hex_of(key), "it is stored, but walking the tree from its roots does not reach it"
-        )
-        for key, parent in stored.items()
-        if key not in reached and (parent is None or parent in stored)
-    )
-    found.extend(
-        problem(
-            rows.hex_of(key),
-            "walking the tree from its roots reaches it, but the table does not hold it",
-        )
-        for key in sorted(reached - stored.keys(), key=repr)
-    )
-    return found
+    return walk_report(stored, reached, misfiled)
+
+
+def _row_of(message: Message) -> rows.Row:
+    """The columns of ``message`` as :func:`message_problems` compares them: the SQLite
+    store's, which :func:`tables.as_sqlite` makes of a row of this store."""
+    return tables.as_sqlite(tables.row(message))

@@ -190,7 +190,10 @@ class Target:
                 f"no answer within the connect timeout ({parameters['connect_timeout']} s; "
                 "the URL's connect_timeout sets it)"
             )
-        return self.scrub(reason.replace("FATAL:", "").replace("\n\t", "; "))
+        # libpq's hint comes on a line of its own: "...; is the server running ...?"
+        parts = [part.strip() for part in reason.replace("FATAL:", "").splitlines()]
+        parts = [part[:1].lower() + part[1:] if index else part for index, part in enumerate(parts)]
+        return self.scrub("; ".join(part for part in parts if part))
 
 
 class Pool:
