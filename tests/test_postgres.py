@@ -524,3 +524,23 @@ def test_the_core_never_imports_psycopg() -> None:
         "the PostgreSQL store needs psycopg 3: pip install 'agentforum[postgres]'\n"
     )
     assert result.stderr == ""
+
+
+async def test_two_stores_writing_the_same_messages_in_opposite_orders_never_deadlock(
+    postgres_url: str,
+) -> None:
+    """Two writers storing one large batch at once, one in reverse order (identical calls on
+    two workers write the same messages): both succeed, neither is a deadlock victim."""
+    batch = [Message(content=str(index), sender="s") for index in range(2_000)]
+    stores = [PostgresStore(postgres_url) for _ in range(2)]
+    for store in stores:
+        await store.open()
+    with anyio.fail_after(60):
+        for _ in range(3):
+            async with anyio.create_task_group() as group:
+                group.start_soon(stores[0].put_many, batch)
+                group.start_soon(stores[1].put_many, batch[::-1])
+            batch = [Message(content=f"{each.content}+", sender="s") for each in batch]
+    for store in stores:
+        await store.aclose()
+    assert rows(postgres_url, "SELECT count(*) FROM messages") == [(6_000,)]

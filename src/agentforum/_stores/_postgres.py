@@ -388,7 +388,7 @@ class PostgresStore(MessageStore):
         """Check every message, content, link, ref and cache entry; return the problems.
 
         Besides what :meth:`MessageStore.verify` checks, the walk from the roots through
-        the index of parents (as :meth:`children` reads it) must reach exactly the
+        the index of parents (as :meth:`MessageStore.children` reads it) must reach exactly the
         messages of the table, read without that index. Everything is read in one
         transaction, so the check sees one state of the database while others write. A
         database too damaged to read whole gives a problem that says so.

@@ -98,15 +98,17 @@ TEXTS: Final = (6, 8, 10)
 
 #: A batch in one statement, so one transaction: each column is an array parameter, and
 #: the contents are inserted by a data-modifying WITH, whose rows the deferred foreign
-#: keys of the messages see when the statement commits.
+#: keys of the messages see when the statement commits. Rows go in in the order of their
+#: hashes: two writers storing the same messages (identical calls on two workers) then
+#: wait for each other's rows in one order, and never deadlock.
 INSERT: Final = f"""
 WITH new_contents AS (
     INSERT INTO contents (hash, text)
-    SELECT * FROM unnest(%s::bytea[], %s::bytea[])
+    SELECT * FROM unnest(%s::bytea[], %s::bytea[]) ORDER BY 1
     ON CONFLICT DO NOTHING
 )
 INSERT INTO messages ({", ".join(COLUMNS)})
-SELECT * FROM unnest({", ".join(f"%s::{type}[]" for type in TYPES)})
+SELECT * FROM unnest({", ".join(f"%s::{type}[]" for type in TYPES)}) ORDER BY 1
 ON CONFLICT DO NOTHING
 """
 #: A message row, then its content's hash and text: what :func:`decode` takes.
