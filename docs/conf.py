@@ -79,6 +79,8 @@ PRIVATE_IN_SIGNATURES = {
     "Replies": "str | Sequence[str] | Callable[[list[Message]], str | Awaitable[str]]",
     "Chunking": "Literal['words', 'characters'] | int",
     "Point": "int | tuple[int, int]",
+    # set_ref's expected: a hash, None, or left out (the sentinel ANY: no condition).
+    "Expected": "str | None",
     "Request": "str | Message | list",
     "agentforum._promises.TokenIterator": "AsyncIterator[str]",
     "agentforum._promises.PromiseIterator": "AsyncIterator[MessagePromise]",

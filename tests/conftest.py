@@ -1,5 +1,5 @@
 """Shared fixtures: every async test runs on asyncio (in debug mode) and on Trio; the demo's
-database, for the tests of the command line."""
+database, for the tests of the command line; a PostgreSQL server and a database per test."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from typing import TYPE_CHECKING
 import pytest
 from hypothesis import HealthCheck, settings
 
+import pg_server
+
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
 settings.register_profile(
@@ -42,3 +45,17 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = CliRunner().invoke(cli, ["demo", "--fast", "--db", str(path)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[pg_server.Server]:
+    """The tests' PostgreSQL server (see ``tests/pg_server.py``), stopped after the session."""
+    yield pg_server.server()
+    pg_server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: pg_server.Server) -> Iterator[str]:
+    """The URL of a new, empty database of the tests' server, dropped after the test."""
+    with postgres_server.database() as url:
+        yield url

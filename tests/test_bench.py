@@ -12,8 +12,12 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    import pg_server
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 TINY = {
@@ -23,6 +27,7 @@ TINY = {
     "W4": {"n": 20},
     "W5": {"sizes": [4, 8, 16]},
     "W6": {"n": 5},
+    "W6PG": {"n": 5},
     "MEM": {"n": 20},
     "SIZE": {"forwards": 40, "forwarded": 2_000, "shared": 4, "document": 1_000},
 }
@@ -52,8 +57,14 @@ def bench(monkeypatch: pytest.MonkeyPatch) -> object:
 
 
 def test_harness_runs_every_workload_of_ours_and_the_floors(
-    bench: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    bench: object,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    postgres_server: pg_server.Server,
 ) -> None:
+    # W6PG on the tests' server (each of its runs creates a database there, and drops it).
+    monkeypatch.setenv("AGENTFORUM_BENCH_POSTGRES_URL", postgres_server.url)
     output = tmp_path / "results.json"
     returned = bench.main(  # type: ignore[attr-defined]
         [

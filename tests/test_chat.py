@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-def chat(db: Path, typed: str, *args: str) -> subprocess.CompletedProcess[str]:
+def chat(db: Path | str, typed: str, *args: str) -> subprocess.CompletedProcess[str]:
     """Run ``python -m agentforum chat`` with ``typed`` as its (piped) standard input."""
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
     return subprocess.run(

@@ -131,7 +131,7 @@ def test_the_core_imports_no_optional_part() -> None:
         "import sys, agentforum; "
         "print(sorted(m for m in sys.modules if m.startswith(('agentforum.cli', "
         "'agentforum.testing', 'agentforum.llms', 'openai', 'click', 'rich', "
-        "'hypothesis', 'pytest'))))"
+        "'hypothesis', 'pytest', 'psycopg'))))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
@@ -145,7 +145,7 @@ def test_the_ready_made_agents_need_only_the_core() -> None:
         "import sys, agentforum.agents; "
         "print(sorted(m for m in sys.modules if m.startswith(('agentforum.cli', "
         "'agentforum.testing', 'agentforum.llms', 'openai', 'click', 'rich', "
-        "'hypothesis', 'pytest'))))"
+        "'hypothesis', 'pytest', 'psycopg'))))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True

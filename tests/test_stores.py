@@ -1,4 +1,5 @@
-"""One store test suite, run against MemoryStore and SQLiteStore on asyncio and on Trio.
+"""One store test suite, run against MemoryStore, SQLiteStore and PostgresStore, on asyncio
+and on Trio.
 
 The first part pins the :class:`MessageStore` contract method by method; the second is a
 Hypothesis state machine that drives a store through random puts, batches, refs and cache
@@ -30,6 +31,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+import pg_server
 from agentforum import (
     AmbiguousHashError,
     CallMessage,
@@ -39,6 +41,8 @@ from agentforum import (
     Message,
     MessageNotFoundError,
     MessageStore,
+    PostgresStore,
+    RefConflictError,
     SQLiteStore,
     encode_message,
 )
@@ -71,12 +75,17 @@ INVALID_REF_NAMES += ["a[0]", "a\\b", "x" * 256]
 VALID_REF_NAMES = ["main", "feature/x", "v1.0", "ünïcødé", "日本", "x" * 255, "abcdef", "HEAD"]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MessageStore]:
-    """A fresh, empty store of each kind (an SQLiteStore in a new file), closed afterwards."""
-    new: MessageStore = (
-        MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "s.db")
-    )
+    """A fresh, empty store of each kind (an SQLiteStore in a new file, a PostgresStore in a
+    new database of the tests' server), closed afterwards."""
+    new: MessageStore
+    if request.param == "memory":
+        new = MemoryStore()
+    elif request.param == "sqlite":
+        new = SQLiteStore(tmp_path / "s.db")
+    else:
+        new = PostgresStore(request.getfixturevalue("postgres_url"))
     yield new
     await new.aclose()
 
@@ -554,6 +563,102 @@ async def test_a_ref_name_with_a_lone_surrogate_is_an_invalid_ref_name(
     assert dict(await store.refs()) == {}
 
 
+# -- compare-and-set of refs ---------------------------------------------------------------------
+
+
+async def test_set_ref_with_expected_none_creates_only_a_missing_ref(store: MessageStore) -> None:
+    """expected=None creates the ref; a second such call finds it and raises, moving nothing."""
+    first, second = chain("a", "b")
+    await store.put_many([first, second])
+    await store.set_ref("main", first.hash, expected=None)
+    assert await store.get_ref("main") == first.hash
+    with pytest.raises(RefConflictError) as conflict:
+        await store.set_ref("main", second.hash, expected=None)
+    assert (conflict.value.name, conflict.value.expected, conflict.value.actual) == (
+        "main",
+        None,
+        first.hash,
+    )
+    assert str(conflict.value) == (
+        f"ref 'main' was expected not to exist, but it points at {first.hash}: another "
+        "writer moved it; read it again and retry"
+    )
+    assert await store.get_ref("main") == first.hash
+
+
+async def test_set_ref_with_expected_moves_only_from_there(store: MessageStore) -> None:
+    """expected=HASH moves the ref only if it points at HASH now; else RefConflictError."""
+    first, second, third = chain("a", "b", "c")
+    await store.put_many([first, second, third])
+    with pytest.raises(RefConflictError, match="but it does not exist") as conflict:
+        await store.set_ref("main", second.hash, expected=first.hash)
+    assert (conflict.value.expected, conflict.value.actual) == (first.hash, None)
+    assert await store.get_ref("main") is None
+    await store.set_ref("main", first.hash)
+    await store.set_ref("main", second.hash, expected=first.hash)
+    assert await store.get_ref("main") == second.hash
+    with pytest.raises(RefConflictError) as conflict:
+        await store.set_ref("main", third.hash, expected=first.hash)
+    assert str(conflict.value) == (
+        f"ref 'main' was expected to point at {first.hash}, but it points at {second.hash}: "
+        "another writer moved it; read it again and retry"
+    )
+    assert await store.get_ref("main") == second.hash
+    await store.set_ref("main", second.hash, expected=second.hash)
+    await store.set_ref("other", third.hash, expected=None)
+    assert dict(await store.refs()) == {"main": second.hash, "other": third.hash}
+    assert await store.verify() == []
+
+
+@pytest.mark.parametrize("expected", ["", "abcdef", "A" * 64, "main", 42])
+async def test_expected_is_a_full_hash_or_none(store: MessageStore, expected: Any) -> None:
+    """An expected value that is not a full hash (a prefix, a ref name) is a ValueError."""
+    stored = message("a")
+    await store.put(stored)
+    with pytest.raises(ValueError, match="expected must be a full message hash"):
+        await store.set_ref("main", stored.hash, expected=expected)
+    assert dict(await store.refs()) == {}
+
+
+async def test_a_missing_message_is_reported_before_a_conflict(store: MessageStore) -> None:
+    """A compare-and-set to a hash that is not stored raises MessageNotFoundError, whatever
+    ``expected`` says; the ref stays."""
+    stored = message("a")
+    await store.put(stored)
+    await store.set_ref("main", stored.hash)
+    for expected in (None, stored.hash, UNKNOWN):
+        with pytest.raises(MessageNotFoundError):
+            await store.set_ref("main", UNKNOWN, expected=expected)
+    assert dict(await store.refs()) == {"main": stored.hash}
+
+
+async def test_concurrent_compare_and_sets_from_one_state_let_exactly_one_win(
+    store: MessageStore,
+) -> None:
+    """Many tasks move one ref from the same hash, each to its own message: one moves it."""
+    root = message("root")
+    children = [message(str(index), root) for index in range(10)]
+    await store.put_many([root, *children])
+    await store.set_ref("main", root.hash)
+    outcomes: list[str | None] = []
+
+    async def move(child: Message) -> None:
+        try:
+            await store.set_ref("main", child.hash, expected=root.hash)
+        except RefConflictError as conflict:
+            outcomes.append(conflict.actual)
+        else:
+            outcomes.append(None)
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as group:
+            for child in children:
+                group.start_soon(move, child)
+    winner = await store.get_ref("main")
+    assert outcomes.count(None) == 1
+    assert sorted(outcomes, key=str) == sorted([None] + [winner] * 9, key=str)
+
+
 # -- the cache index -------------------------------------------------------------------------------
 
 
@@ -616,10 +721,23 @@ async def test_cache_with_unknown_call_or_response_raises(store: MessageStore) -
 def edit_cache(store: MessageStore, entries: dict[str, list[str]]) -> None:
     """Write cache entries behind the store's back, as a tamperer (or a bad disk) would.
 
-    With sqlite3 in an SQLiteStore's file; in a MemoryStore's private index (white box: a
-    MemoryStore lets nothing else write there).
+    With sqlite3 in an SQLiteStore's file; with psycopg in a PostgresStore's database; in a
+    MemoryStore's private index (white box: a MemoryStore lets nothing else write there).
     """
-    if isinstance(store, SQLiteStore):
+    if isinstance(store, PostgresStore):
+        import psycopg
+
+        # White box: the store's URL with its password, if it has one. A replica's session
+        # role does not check foreign keys, as a tamperer would not.
+        with psycopg.connect(store._target.url, autocommit=True) as connection:
+            connection.execute("SET session_replication_role = replica")
+            for call, responses in entries.items():
+                connection.execute(
+                    "INSERT INTO cache (call, responses) VALUES (%s, %s) "
+                    "ON CONFLICT (call) DO UPDATE SET responses = excluded.responses",
+                    (bytes.fromhex(call), json.dumps(responses)),
+                )
+    elif isinstance(store, SQLiteStore):
         with contextlib.closing(sqlite3.connect(store.path)) as connection, connection:
             connection.executemany(
                 "INSERT OR REPLACE INTO cache (call, responses) VALUES (?, ?)",
@@ -729,8 +847,9 @@ METADATA = st.dictionaries(
 class StoreMachine(RuleBasedStateMachine):
     """A store compared, step by step, with a dict model of messages, refs and cache entries.
 
-    Subclasses set ``kind`` ("memory" or "sqlite") and ``backend``; the store's coroutines run
-    on a blocking portal of that backend, opened for one run of the machine.
+    Subclasses set ``kind`` ("memory", "sqlite" or "postgres") and ``backend``; the store's
+    coroutines run on a blocking portal of that backend, opened for one run of the machine (a
+    PostgresStore in a database of its own, dropped after the run).
     """
 
     kind: ClassVar[str] = "memory"
@@ -747,6 +866,8 @@ class StoreMachine(RuleBasedStateMachine):
         )
         if self.kind == "memory":
             self.store: MessageStore = MemoryStore()
+        elif self.kind == "postgres":
+            self.store = PostgresStore(self._exit.enter_context(pg_server.server().database()))
         else:
             directory = self._exit.enter_context(tempfile.TemporaryDirectory())
             self.store = SQLiteStore(os.path.join(directory, "machine.db"))
@@ -892,6 +1013,28 @@ class StoreMachine(RuleBasedStateMachine):
         self.call(self.store.set_ref, name, message.hash)
         self.refs[name] = message.hash
 
+    @rule(
+        name=REF_NAMES,
+        message=stored,
+        expected=st.none() | stored,
+        as_it_is=st.booleans(),
+    )
+    def set_ref_if(
+        self, name: str, message: Message, expected: Message | None, as_it_is: bool
+    ) -> None:
+        """A compare-and-set moves the ref if and only if it is where it was said to be."""
+        current = self.refs.get(name)
+        wanted = current if as_it_is else None if expected is None else expected.hash
+        move = functools.partial(self.store.set_ref, name, message.hash, expected=wanted)
+        if wanted == current:
+            self.call(move)
+            self.refs[name] = message.hash
+        else:
+            with pytest.raises(RefConflictError) as conflict:
+                self.call(move)
+            assert (conflict.value.name, conflict.value.expected) == (name, wanted)
+            assert conflict.value.actual == current
+
     @rule(name=REF_NAMES)
     def set_ref_to_unknown(self, name: str) -> None:
         with pytest.raises(MessageNotFoundError):
@@ -952,7 +1095,7 @@ class StoreMachine(RuleBasedStateMachine):
         expected = self.cache.get(key)
         assert (None if cached is None else tuple(cached)) == expected
 
-    @precondition(lambda self: self.kind == "sqlite")
+    @precondition(lambda self: self.kind != "memory")
     @rule()
     def reopen(self) -> None:
         self.call(self.store.aclose)
@@ -994,5 +1137,17 @@ class TestSQLiteStoreMachineOnAsyncio(_machine("sqlite", "asyncio").TestCase):  
 
 class TestSQLiteStoreMachineOnTrio(_machine("sqlite", "trio").TestCase):  # type: ignore[misc]
     """SQLiteStore agrees with the dict model on Trio, whatever the steps."""
+
+    settings = MACHINE_SETTINGS
+
+
+class TestPostgresStoreMachineOnAsyncio(_machine("postgres", "asyncio").TestCase):  # type: ignore[misc]
+    """PostgresStore agrees with the dict model on asyncio, whatever the steps."""
+
+    settings = MACHINE_SETTINGS
+
+
+class TestPostgresStoreMachineOnTrio(_machine("postgres", "trio").TestCase):  # type: ignore[misc]
+    """PostgresStore agrees with the dict model on Trio, whatever the steps."""
 
     settings = MACHINE_SETTINGS

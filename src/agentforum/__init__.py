@@ -14,6 +14,7 @@ from ._exceptions import ForumNotRunningError as ForumNotRunningError
 from ._exceptions import IntegrityError as IntegrityError
 from ._exceptions import IntegrityWarning as IntegrityWarning
 from ._exceptions import MessageNotFoundError as MessageNotFoundError
+from ._exceptions import RefConflictError as RefConflictError
 from ._exceptions import StoreError as StoreError
 from ._forum import Forum as Forum
 from ._hashing import hash_content as hash_content
@@ -32,6 +33,7 @@ from ._public import claim
 from ._runtime import ForumStatistics as ForumStatistics
 from ._runtime import InteractionContext as InteractionContext
 from ._stores._memory import MemoryStore as MemoryStore
+from ._stores._postgres import PostgresStore as PostgresStore
 from ._stores._protocol import IntegrityProblem as IntegrityProblem
 from ._stores._protocol import MessageStore as MessageStore
 from ._stores._sqlite import SQLiteStore as SQLiteStore
@@ -63,6 +65,8 @@ __all__ = (
     "MessagePromise",
     "MessageSequence",
     "MessageStore",
+    "PostgresStore",
+    "RefConflictError",
     "SQLiteStore",
     "StoreError",
     "StreamedMessage",

@@ -9,6 +9,7 @@ Every error the library raises on purpose derives from :class:`AgentForumError`:
     ├── EmptySequenceError      ``await seq.last()`` on a sequence without messages
     ├── IntegrityError          stored data was altered (a message, a cache entry)
     ├── StoreError              a store cannot be opened or written (not ours, full, ...)
+    ├── RefConflictError        a ref is not where a compare-and-set expected it
     └── AgentError              an agent raised; ``.message`` is the recorded ErrorMessage
         └── AgentCancelled      the call was cancelled
 
@@ -71,6 +72,35 @@ class StoreError(AgentForumError):
     """A store cannot be opened or used: a missing file, or one that is not an agentforum
     database (or is one of a newer schema than this version of agentforum reads), a
     damaged one, a full disk, a database that can be read but not written here."""
+
+
+class RefConflictError(AgentForumError):
+    """A compare-and-set of a ref found the ref somewhere else than it expected.
+
+    Raised by ``set_ref(name, hash, expected=...)`` (of :class:`Forum` and of every
+    :class:`MessageStore`) when the ref ``name`` does not point at ``expected`` (or exists,
+    when ``expected`` is ``None``): another writer moved or created it meanwhile. The ref is
+    left as that writer left it. Read it again, decide, and retry.
+    """
+
+    def __init__(self, name: str, expected: str | None, actual: str | None) -> None:
+        def where(hash: str | None) -> str:
+            return "does not exist" if hash is None else f"points at {hash}"
+
+        wanted = "not to exist" if expected is None else f"to point at {expected}"
+        super().__init__(
+            f"ref {name!r} was expected {wanted}, but it {where(actual)}: another writer "
+            "moved it; read it again and retry"
+        )
+        #: The ref's name.
+        self.name: str = name
+        #: The hash the ref was expected to point at (``None``: expected not to exist).
+        self.expected: str | None = expected
+        #: The hash the ref points at (``None``: it does not exist).
+        self.actual: str | None = actual
+
+    def __reduce__(self) -> tuple[type[RefConflictError], tuple[str, str | None, str | None]]:
+        return type(self), (self.name, self.expected, self.actual)
 
 
 class AgentError(AgentForumError):

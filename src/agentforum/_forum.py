@@ -14,7 +14,10 @@ from ._messages import Message, is_ref_name
 from ._promises import MessagePromise
 from ._runtime import ForumState, ForumStatistics, branch_of
 from ._stores._memory import MemoryStore
+from ._stores._postgres import PostgresStore
+from ._stores._postgres_connect import is_url
 from ._stores._protocol import MessageStore
+from ._stores._refs import ANY, check_expected
 from ._stores._sqlite import SQLiteStore
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -26,6 +29,8 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskGroup
     from typing_extensions import Self
+
+    from ._stores._refs import Expected
 
 
 class Forum:
@@ -40,8 +45,10 @@ class Forum:
     Args:
         store: Where messages are kept: a :class:`MessageStore`; a path (``str`` or
             :class:`os.PathLike`), which opens an :class:`SQLiteStore` there (created if
-            missing) that the forum closes when it exits; or ``None`` for a new
-            :class:`MemoryStore`.
+            missing) that the forum closes when it exits; a ``postgresql://`` (or
+            ``postgres://``) URL, which opens a :class:`PostgresStore` on that database
+            (its schema created if the database is empty), closed the same way; or
+            ``None`` for a new :class:`MemoryStore`.
         cache: Answer a call whose :class:`CallMessage` hash the store's cache index already
             answers with the very same responses, without running the agent; run identical
             calls in flight at the same time once (see ``docs/caching.md``). ``False`` runs
@@ -80,13 +87,16 @@ class Forum:
         self._owns_store = False
         if store is None:
             store = MemoryStore()
+        elif isinstance(store, str) and is_url(store):
+            store = PostgresStore(store)
+            self._owns_store = True
         elif isinstance(store, (str, os.PathLike)):
             store = SQLiteStore(store)
             self._owns_store = True
         elif not isinstance(store, MessageStore):
             raise TypeError(
                 f"store must be a MessageStore (such as MemoryStore()), a path to an SQLite "
-                f"database, or None, not {type(store).__qualname__}"
+                f"database, a postgresql:// URL, or None, not {type(store).__qualname__}"
             )
         self._store: MessageStore = store
         #: Whether calls are answered through the cache (see ``docs/caching.md``).
@@ -238,16 +248,36 @@ class Forum:
                 return await self._store.get(target)
         return await self._store.resolve(name)
 
-    async def set_ref(self, name: str, message: Message | MessagePromise | str) -> None:
+    async def set_ref(
+        self,
+        name: str,
+        message: Message | MessagePromise | str,
+        *,
+        expected: Message | MessagePromise | Expected = ANY,
+    ) -> None:
         """Point the ref ``name`` at ``message`` (a message, a promise, or a ref, hash or prefix).
 
         Refs are named pointers to messages, like git branches: the only thing in a store
         that changes. Setting an existing ref moves it.
 
+        With ``expected``, a compare-and-set, atomic in every store (and between the
+        processes that share one): the ref moves only if it points at ``expected`` now (a
+        message, a promise of one, or a full hash), or, with ``expected=None``, only if it
+        does not exist yet. Two workers that continue one branch (read the ref, add to the
+        branch, move the ref) then never silently overwrite each other: the second gets
+        :exc:`RefConflictError` and can read the ref again.
+
         Raises:
-            ValueError: ``name`` is not a valid ref name (no white space or ``~^:?*[\\``).
+            ValueError: ``name`` is not a valid ref name (no white space or ``~^:?*[\\``),
+                or ``expected`` is a str that is not a full hash.
             MessageNotFoundError: the message is not in the store.
+            RefConflictError: the ref is not where ``expected`` says; it is left alone.
         """
+        if isinstance(expected, MessagePromise):
+            expected = await expected
+        if isinstance(expected, Message):
+            expected = expected.hash
+        check_expected(expected)
         if isinstance(message, MessagePromise):
             message = await message
         if isinstance(message, Message):
@@ -255,7 +285,11 @@ class Forum:
             key = message.hash
         else:
             key = (await self.get(message)).hash
-        await self._store.set_ref(name, key)
+        if expected is ANY:
+            # A store of another library may predate compare-and-set: ask it for none.
+            await self._store.set_ref(name, key)
+        else:
+            await self._store.set_ref(name, key, expected=expected)
 
     async def delete_ref(self, name: str) -> None:
         """Delete the ref ``name`` (the message stays); deleting a missing ref does nothing."""
@@ -297,8 +331,9 @@ class Forum:
     async def __aenter__(self) -> Self:
         if self._task_group is not None:
             raise RuntimeError("this forum is running already: it cannot be entered twice")
-        if isinstance(self._store, SQLiteStore) and self._owns_store:
-            # A file that cannot be opened is reported here, not by the first agent call.
+        if isinstance(self._store, (SQLiteStore, PostgresStore)) and self._owns_store:
+            # A file that cannot be opened, or a server that cannot be reached, is reported
+            # here, not by the first agent call.
             await self._store.open()
         group = anyio.create_task_group()
         await group.__aenter__()

@@ -22,9 +22,12 @@ from .._messages import (
 )
 from ._cache import Node, cache_problems, check_entry
 from ._protocol import IntegrityProblem, MessageStore
+from ._refs import ANY, check_current, check_expected
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
+
+    from ._refs import Expected
 
 
 class MemoryStore(MessageStore):
@@ -148,10 +151,12 @@ class MemoryStore(MessageStore):
         await self._checkpoint()
         return [self._messages[key] for key in sorted(self._children.get(hash, ()))]
 
-    async def set_ref(self, name: str, hash: str) -> None:
+    async def set_ref(self, name: str, hash: str, *, expected: Expected = ANY) -> None:
         await self._checkpoint()
         check_ref_name(name)
+        check_expected(expected)
         self._require(hash, "message")
+        check_current(name, expected, self._refs.get(name))
         self._refs[name] = hash
 
     async def get_ref(self, name: str) -> str | None:

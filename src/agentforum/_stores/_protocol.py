@@ -6,10 +6,13 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import attrs
 
+from ._refs import ANY
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
     from .._messages import Message
+    from ._refs import Expected
 
 
 @attrs.frozen
@@ -104,12 +107,20 @@ class MessageStore(Protocol):
         """Return the messages whose parent is ``hash`` (the roots when ``None``), by hash."""
         ...
 
-    async def set_ref(self, name: str, hash: str) -> None:
+    async def set_ref(self, name: str, hash: str, *, expected: Expected = ANY) -> None:
         """Point the ref ``name`` at the stored message ``hash`` (creating or moving it).
 
+        With ``expected``, a compare-and-set: the ref moves only if it points at the full
+        hash ``expected`` now, or, with ``expected=None``, only if it does not exist; the
+        comparison and the move are one atomic step, also against other processes sharing
+        the store. Without it the ref moves wherever it points.
+
         Raises:
-            ValueError: ``name`` is not a valid ref name.
+            ValueError: ``name`` is not a valid ref name, or ``expected`` is neither a full
+                hash nor ``None``.
             MessageNotFoundError: no message has this hash.
+            RefConflictError: the ref is not where ``expected`` says (another writer moved
+                or created it); it is left alone.
         """
         ...
 

@@ -32,9 +32,12 @@ from . import _sqlite_checks as checks
 from . import _sqlite_rows as rows
 from ._cache import check_entry
 from ._protocol import IntegrityProblem, MessageStore
+from ._refs import ANY, check_current, check_expected
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+
+    from ._refs import Expected
 
 T = TypeVar("T")
 
@@ -426,21 +429,30 @@ class SQLiteStore(MessageStore):
 
     # -- refs ---------------------------------------------------------------------------------
 
-    async def set_ref(self, name: str, hash: str) -> None:
+    async def set_ref(self, name: str, hash: str, *, expected: Expected = ANY) -> None:
         check_ref_name(name)
+        check_expected(expected)
         if not is_hash(hash):
             raise MessageNotFoundError(f"message {hash!r} is not in the store")
         key = rows.key(hash)
 
         def upsert(connection: sqlite3.Connection) -> None:
-            if connection.execute("SELECT 1 FROM messages WHERE hash = ?", (key,)).fetchone():
+            # One write transaction: no other writer, in this process or another, moves the
+            # ref between the comparison and the move.
+            with _transaction(connection):
+                if not connection.execute(
+                    "SELECT 1 FROM messages WHERE hash = ?", (key,)
+                ).fetchone():
+                    raise MessageNotFoundError(f"message {hash} is not in the store")
+                found = connection.execute(
+                    "SELECT hash FROM refs WHERE name = ?", (name,)
+                ).fetchone()
+                check_current(name, expected, None if found is None else rows.hex_of(found[0]))
                 connection.execute(
                     "INSERT INTO refs (name, hash) VALUES (?, ?) "
                     "ON CONFLICT (name) DO UPDATE SET hash = excluded.hash",
                     (name, key),
                 )
-            else:
-                raise MessageNotFoundError(f"message {hash} is not in the store")
 
         await self._run(upsert, write=True)
 

@@ -16,7 +16,9 @@ from ._cache import cache_problems
 from ._protocol import IntegrityProblem
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+
+    from .._messages import Message
 
 #: The first bytes of every SQLite database file.
 SQLITE_MAGIC: Final = b"SQLite format 3\x00"
@@ -91,45 +93,79 @@ def row_problems(connection: sqlite3.Connection) -> list[IntegrityProblem]:
         for key, content in connection.execute("SELECT hash, content FROM messages")
     }
     for stored in connection.execute(rows.SELECT):
-        key = rows.hex_of(stored[0])
-        message, wrong = rows.rebuild(stored)
-        if message is None:
-            problems.append(problem(key, str(wrong)))
-            continue
-        if rows.row(message) != stored[: len(rows.COLUMNS)]:
-            problems.append(problem(key, "its columns are not stored as its fields are"))
-        problems.extend(
-            problem(key, f"its {field} {value} is not in the store")
-            for field, value in links(message)
-            if value not in content_of
-        )
-        if (
-            isinstance(message, ForwardedMessage)
-            and message.original in content_of
-            and content_of[message.original] != message.content_hash
-        ):
-            problems.append(problem(key, "its content is not the content of its original"))
-    for content_key, text in connection.execute("SELECT hash, text FROM contents"):
-        wrong = rows.content_problem(content_key, text)
-        if wrong is not None:
-            problems.append(problem(rows.hex_of(content_key), wrong))
+        problems.extend(message_problems(stored, rows.row, content_of))
+    problems.extend(content_problems(connection.execute("SELECT hash, text FROM contents")))
     problems.extend(
         problem(rows.hex_of(content_key), "a content is referenced by no message")
-        for (content_key,) in connection.execute(
-            "SELECT hash FROM contents WHERE NOT EXISTS "
-            "(SELECT 1 FROM messages WHERE messages.content = contents.hash)"
-        )
+        for (content_key,) in connection.execute(UNREFERENCED)
     )
-    for name, target in connection.execute("SELECT name, hash FROM refs"):
-        if rows.hex_of(target) not in content_of:
-            problems.append(
-                problem(
-                    rows.hex_of(target),
-                    f"ref {printable(str(name))!r} points at a message that is not in the store",
-                )
-            )
+    problems.extend(ref_problems(connection.execute("SELECT name, hash FROM refs"), content_of))
     problems.extend(_cache_problems(connection))
     return problems
+
+
+#: The contents that no message names.
+UNREFERENCED: Final = (
+    "SELECT hash FROM contents WHERE NOT EXISTS "
+    "(SELECT 1 FROM messages WHERE messages.content = contents.hash)"
+)
+
+
+def message_problems(
+    stored: rows.Row,
+    row_of: Callable[[Message], rows.Row],
+    content_of: Mapping[str | None, str | None],
+) -> list[IntegrityProblem]:
+    """What is wrong with the message of the row ``stored`` (as :func:`rows.rebuild` takes it).
+
+    Args:
+        stored: The row, as the SQLite store's decoder takes it.
+        row_of: The columns a message is stored as (compared with those of ``stored``).
+        content_of: The content hash of every stored message, by its hash.
+    """
+    key = rows.hex_of(stored[0])
+    message, wrong = rows.rebuild(stored)
+    if message is None:
+        return [problem(key, str(wrong))]
+    found = []
+    if row_of(message) != stored[: len(rows.COLUMNS)]:
+        found.append(problem(key, "its columns are not stored as its fields are"))
+    found.extend(
+        problem(key, f"its {field} {value} is not in the store")
+        for field, value in links(message)
+        if value not in content_of
+    )
+    if (
+        isinstance(message, ForwardedMessage)
+        and message.original in content_of
+        and content_of[message.original] != message.content_hash
+    ):
+        found.append(problem(key, "its content is not the content of its original"))
+    return found
+
+
+def content_problems(stored: Iterable[Sequence[object]]) -> list[IntegrityProblem]:
+    """What is wrong with the rows ``(hash, text)`` of the contents table."""
+    found = []
+    for content_key, text in stored:
+        wrong = rows.content_problem(content_key, text)
+        if wrong is not None:
+            found.append(problem(rows.hex_of(content_key), wrong))
+    return found
+
+
+def ref_problems(
+    stored: Iterable[Sequence[object]], content_of: Mapping[str | None, str | None]
+) -> list[IntegrityProblem]:
+    """The refs, rows ``(name, hash)``, that point at a message that is not stored."""
+    return [
+        problem(
+            rows.hex_of(target),
+            f"ref {printable(str(name))!r} points at a message that is not in the store",
+        )
+        for name, target in stored
+        if rows.hex_of(target) not in content_of
+    ]
 
 
 def _cache_problems(connection: sqlite3.Connection) -> list[IntegrityProblem]:
@@ -170,6 +206,19 @@ def walk_problems(connection: sqlite3.Connection) -> list[IntegrityProblem]:
             elif key not in reached:
                 reached.add(key)
                 pending.append(key)
+    return walk_report(stored, reached, misfiled)
+
+
+def walk_report(
+    stored: Mapping[object, object], reached: set[object], misfiled: Iterable[object]
+) -> list[IntegrityProblem]:
+    """The problems of a walk from the roots through the index of parents.
+
+    Args:
+        stored: The parent of every message of the table (read without the index), by key.
+        reached: The keys the walk reached.
+        misfiled: The keys the index files under a message that is not their parent.
+    """
     problems = [
         problem(
             rows.hex_of(key),

@@ -40,9 +40,11 @@ from ._database import (
     UserError,
     db_hint,
     find,
+    is_url,
     load_tree,
     open_store,
     short_length,
+    shown,
 )
 from ._demo import run_demo
 from ._render import STYLES, kind, log_entry, printable, show_lines, summary, tree_lines
@@ -203,7 +205,7 @@ def emit(console: Console, lines: Iterable[Text]) -> None:
 
 
 def db_option(function: Callable[..., None]) -> Callable[..., None]:
-    """Add the ``--db PATH`` option that every command has (else ``$AGENTFORUM_DB``)."""
+    """Add the ``--db PATH|URL`` option that every command has (else ``$AGENTFORUM_DB``)."""
     return click.option(
         "--db",
         "db",
@@ -211,9 +213,10 @@ def db_option(function: Callable[..., None]) -> Callable[..., None]:
         show_default=True,
         envvar=DB_VARIABLE,
         show_envvar=True,
-        metavar="PATH",
+        metavar="PATH|URL",
         type=click.Path(dir_okay=False),
-        help="The agentforum database (SQLite) to use.",
+        help="The agentforum database to use: an SQLite file, or a PostgreSQL database "
+        "(postgresql://user@host/name).",
     )(function)
 
 
@@ -222,8 +225,9 @@ def db_option(function: Callable[..., None]) -> Callable[..., None]:
 def cli() -> None:
     """Inspect, check and share the message trees of agentforum, in the manner of git.
 
-    Every command works on an SQLite database: the one --db names, else $AGENTFORUM_DB,
-    else `agentforum.db` in the working directory. Start with `agentforum demo`.
+    Every command works on a database: an SQLite file, or a PostgreSQL database named by a
+    postgresql:// URL; the one --db names, else $AGENTFORUM_DB, else `agentforum.db` in the
+    working directory. Start with `agentforum demo`.
     """
 
 
@@ -336,7 +340,7 @@ def tree(db: str) -> None:
     refs = len(whole.refs)
     console.print(
         Text.assemble(
-            (db, "bold"),
+            (shown(db), "bold"),
             (f"  {len(whole.order)} messages, {refs} ref{'s' if refs != 1 else ''}", "dim"),
         )
     )
@@ -421,12 +425,14 @@ def fsck(db: str) -> None:
     problems, counts = run(_fsck, db)
     if problems:
         for problem in problems:
-            click.echo(f"{problem.hash or db}: {problem.reason}")
+            click.echo(f"{problem.hash or shown(db)}: {problem.reason}")
         count = len(problems)
         click.echo(f"agentforum: fsck: {count} problem{'s' if count != 1 else ''} found", err=True)
         raise SystemExit(EXIT_FAILURE)
     messages, contents, refs = counts
-    click.echo(f"{db}: sound ({messages} messages, {contents} contents and {refs} refs checked)")
+    click.echo(
+        f"{shown(db)}: sound ({messages} messages, {contents} contents and {refs} refs checked)"
+    )
 
 
 async def _fsck(db: str) -> tuple[list[IntegrityProblem], tuple[int, int, int]]:
@@ -485,8 +491,8 @@ async def _export(db: str) -> Tree:
         if problems:
             count, first = len(problems), problems[0]
             raise UserError(
-                f"{db} has {count} problem{'s' if count != 1 else ''}, so nothing was "
-                f"exported: {first.hash or db}: {first.reason} (`agentforum fsck"
+                f"{shown(db)} has {count} problem{'s' if count != 1 else ''}, so nothing was "
+                f"exported: {first.hash or shown(db)}: {first.reason} (`agentforum fsck"
                 f"{db_hint(db)}` lists every problem)"
             )
         return await load_tree(store)
@@ -525,7 +531,8 @@ def import_(file: str, db: str) -> None:
     source = "<stdin>" if file == "-" else file
     bundle, moved = run(_import, db, data, source)
     click.echo(
-        f"imported {len(bundle.messages)} messages and {len(bundle.refs)} refs into {db}", err=True
+        f"imported {len(bundle.messages)} messages and {len(bundle.refs)} refs into {shown(db)}",
+        err=True,
     )
     for name, before, after in moved:
         click.echo(f"  ref {name}: {before[:10]} -> {after[:10]}", err=True)
@@ -538,24 +545,26 @@ async def _import(
     for name in bundle.refs:
         await _check_ref_name(name, source)
     outside = bundle.outside_links()
-    exists = await anyio.Path(db).exists()
+    # A PostgreSQL database exists on its server; an empty one gets the schema.
+    url = is_url(db)
+    exists = url or await anyio.Path(db).exists()
     if outside and exists:
         async with open_store(db) as store:
             for key, where in outside.items():
                 if not await _is_stored(store, key):
                     raise _bundle.BundleError(
                         f"{source}: {where} is {key}, which is not in the bundle, nor in "
-                        f"{db}; nothing was imported"
+                        f"{shown(db)}; nothing was imported"
                     )
     elif outside:
         key, where = next(iter(outside.items()))
         raise _bundle.BundleError(
-            f"{source}: {where} is {key}, which is not in the bundle (and {db} does not "
+            f"{source}: {where} is {key}, which is not in the bundle (and {shown(db)} does not "
             "exist); nothing was imported"
         )
     moved = []
     try:
-        async with open_store(db, create=not exists) as store:
+        async with open_store(db, create=url or not exists) as store:
             await store.put_many(bundle.messages)
             for name, key in bundle.refs.items():
                 before = await store.get_ref(name)

@@ -22,7 +22,7 @@ import attrs
 from agentforum import ErrorMessage, Forum, ForwardedMessage, Message
 from agentforum.agents import console_user_agent, dialog_loop
 
-from ._database import UserError, db_hint, find, open_store
+from ._database import UserError, db_hint, find, open_store, shown
 
 if TYPE_CHECKING:
     from agentforum import AgentFunction, MessageStore
@@ -172,11 +172,13 @@ async def run_chat(
         say("Type exit or Ctrl-D to leave; end a line with \\ to go on to the next.")
         async with forum:
             if start is None:
-                say(f"A new conversation, {ref}, in {db}.\n")
+                say(f"A new conversation, {ref}, in {shown(db)}.\n")
                 responses = chat.ask()
             else:
                 past = [m for m in await forum.history(start) if not isinstance(m, ErrorMessage)]
-                say(f"Resuming {ref} at {start.hash[:10]} ({len(past)} messages), in {db}.\n")
+                say(
+                    f"Resuming {ref} at {start.hash[:10]} ({len(past)} messages), in {shown(db)}.\n"
+                )
                 for message in past[:-1]:
                     name = "you" if message.sender == USER else message.sender
                     say(f"{name} ▸ {message.content}")

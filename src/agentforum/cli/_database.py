@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Final
 import anyio
 import attrs
 
-from agentforum import AgentForumError, Message, MessageStore, SQLiteStore
+from agentforum import AgentForumError, Message, MessageStore, PostgresStore, SQLiteStore
+from agentforum._stores._postgres_connect import is_url as is_url
+from agentforum._stores._postgres_connect import redact
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -25,14 +27,21 @@ DB_VARIABLE: Final = "AGENTFORUM_DB"
 MIN_SHORT: Final = 7
 
 
+def shown(db: str) -> str:
+    """The database ``db`` as the commands name it: a path as given, a URL without its
+    password (which never appears in what a command prints)."""
+    return redact(db) if is_url(db) else db
+
+
 def db_hint(path: str) -> str:
     """What a suggested command adds to name the database ``path``: ``--db PATH``, quoted
     for a POSIX shell when it must be, or nothing for the default one when
     :data:`DB_VARIABLE` is not set (where it is, the command may be pasted later into a
-    shell where it is not, or the other way round)."""
+    shell where it is not, or the other way round). A URL is given without its password:
+    the command then finds it in ``PGPASSWORD`` or ``~/.pgpass``."""
     if path == DEFAULT_DB and not os.environ.get(DB_VARIABLE):
         return ""
-    return f" --db {shlex.quote(path)}"
+    return f" --db {shlex.quote(shown(path))}"
 
 
 class UserError(AgentForumError):
@@ -40,11 +49,15 @@ class UserError(AgentForumError):
 
 
 def make_store(path: str, *, create: bool) -> MessageStore:
-    """Return the store at ``path``: the one place where the commands choose a store class.
+    """Return the store ``path`` names: the one place where the commands choose a store class.
 
-    With ``create=False`` (every command but ``demo`` and ``import``) a missing file, or one
-    that is not an agentforum database, raises :exc:`StoreError` and is left as it was.
+    A ``postgresql://`` (or ``postgres://``) URL is a :class:`PostgresStore`, anything else
+    the path of an :class:`SQLiteStore`. With ``create=False`` (every command but ``demo``,
+    ``chat`` and ``import``) a missing file or an empty PostgreSQL database, or one that is
+    not an agentforum database, raises :exc:`StoreError` and is left as it was.
     """
+    if is_url(path):
+        return PostgresStore(path, create=create)
     return SQLiteStore(path, create=create)
 
 
@@ -55,8 +68,14 @@ async def open_store(path: str, *, create: bool = False) -> AsyncIterator[Messag
     Raises:
         UserError: the directory of ``path`` does not exist, or ``create`` is false and
             there is no file at ``path``.
-        StoreError: the file is not an agentforum database (it is left untouched).
+        StoreError: the file is not an agentforum database (it is left untouched); the
+            PostgreSQL server cannot be reached, or its database is not agentforum's (or,
+            with ``create`` false, is empty).
     """
+    if is_url(path):
+        async with _opened(make_store(path, create=create)) as store:
+            yield store
+        return
     directory = os.path.dirname(path)
     if directory and not await anyio.Path(directory).is_dir():
         missing = "is not a directory" if await anyio.Path(directory).exists() else "does not exist"
@@ -65,9 +84,15 @@ async def open_store(path: str, *, create: bool = False) -> AsyncIterator[Messag
         raise UserError(
             f"{path}: no such database (pass --db PATH, or run `agentforum demo` to write one)"
         )
-    store = make_store(path, create=create)
+    async with _opened(make_store(path, create=create)) as store:
+        yield store
+
+
+@contextlib.asynccontextmanager
+async def _opened(store: MessageStore) -> AsyncIterator[MessageStore]:
     try:
-        # Open now, so that a file that is not a database is reported before anything else.
+        # Open now, so that a file that is not a database (or a server that cannot be
+        # reached) is reported before anything else.
         await store.refs()
         yield store
     finally:

@@ -33,7 +33,7 @@ from agentforum import (
     StreamedMessage,
 )
 
-from ._database import db_hint, load_tree, open_store, short_length
+from ._database import db_hint, is_url, load_tree, open_store, short_length, shown
 from ._render import STYLES, tree_lines
 
 if TYPE_CHECKING:
@@ -211,7 +211,7 @@ async def run_demo(path: str, console: Console, *, fast: bool) -> None:
             ": a scripted conversation between agents, offline (no model, no network, no keys)",
         )
     )
-    location = await anyio.Path(path).absolute()
+    location = shown(path) if is_url(path) else await anyio.Path(path).absolute()
     console.print(Text(f"writing to {location}\n", STYLES["extra"]))
     async with open_store(path, create=True) as store:
         forum = Forum(store)
