@@ -10,12 +10,10 @@ import contextlib
 import json
 import os
 import sqlite3
-import threading
 import time
 import urllib.request
-from typing import TYPE_CHECKING, Final, TypeVar
-
-import anyio.to_thread
+import weakref
+from typing import TYPE_CHECKING, Final, TypeVar, cast
 
 from .._exceptions import AmbiguousHashError, IntegrityError, MessageNotFoundError, StoreError
 from .._hashing import FORMAT
@@ -33,11 +31,13 @@ from . import _sqlite_rows as rows
 from ._cache import check_entry
 from ._protocol import IntegrityProblem, MessageStore
 from ._refs import ANY, check_current, check_expected
+from ._sqlite_worker import Worker
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
     from ._refs import Expected
+    from ._sqlite_worker import Put
 
 T = TypeVar("T")
 
@@ -48,21 +48,26 @@ SCHEMA_VERSION: Final = rows.SCHEMA_VERSION
 
 @contextlib.contextmanager
 def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
-    """Run the block in one write transaction: committed at the end, rolled back on an error.
-
-    SQLite itself rolls back a transaction that fails on a full disk or an I/O error: then
-    there is nothing to roll back, and the error raised is the one that ended it, never a
-    "cannot rollback" of a rollback that could not be done.
-    """
+    """Run the block in one write transaction: committed at the end, rolled back on an error."""
     connection.execute("BEGIN IMMEDIATE")
     try:
         yield
         connection.execute("COMMIT")
     except BaseException:
-        if connection.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                connection.execute("ROLLBACK")
+        _roll_back(connection)
         raise
+
+
+def _roll_back(connection: sqlite3.Connection) -> None:
+    """Roll back the transaction that failed, if SQLite has not.
+
+    SQLite itself rolls back a transaction that fails on a full disk or an I/O error: then
+    there is nothing to roll back, and the error raised is the one that ended it, never a
+    "cannot rollback" of a rollback that could not be done.
+    """
+    if connection.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            connection.execute("ROLLBACK")
 
 
 #: Seconds a connection waits for another process's lock before "database is locked".
@@ -91,82 +96,132 @@ def _attempt(action: Callable[[], object]) -> sqlite3.OperationalError | None:
     return None
 
 
-class SQLiteStore(MessageStore):
-    """A :class:`MessageStore` in an SQLite database file (the stdlib :mod:`sqlite3`).
+def _write(connection: sqlite3.Connection, puts: Sequence[Put]) -> None:
+    """Write the puts in one transaction: every row first, then the checks that need them.
 
-    Messages are rows holding their fields (``docs/hashing.md``; the message's hash is
-    computed from them and checked on every read), and each distinct content is one row,
-    however many messages name it; nothing executable is ever stored. The database runs in
-    WAL mode, so any number of processes can read and write the same file at once. Each
-    write is its own transaction, committed before the method returns: a message that
-    ``put`` stored survives the process being killed. Every message read is checked against
-    its hash, and its content against the content's.
-
-    The file is opened on first use, in a worker thread (:func:`anyio.to_thread.run_sync`),
-    so the store works on asyncio and on Trio; :meth:`aclose` closes it, and the next use
-    opens it again. Every method is a checkpoint; a cancelled call still completes the
-    database operation it started before the cancellation is delivered.
-
-    A database that cannot be written here (the file, or its directory, is read-only: a
-    read-only filesystem, say) is opened read-only: reading works, and every method that
-    writes raises :exc:`StoreError`, saying so.
-
-    Args:
-        path: The database file.
-        create: Create the database if the file does not exist (or is empty). With
-            ``False`` a missing file raises :exc:`StoreError` and nothing is created.
-
-    Opening raises :exc:`StoreError` for a file that is not an SQLite database, a damaged or
-    truncated one, a database of another application, or a database of a newer schema
-    version (in each case the file is left untouched); and when the file cannot be opened
-    or created: its directory does not exist or cannot be written, or the disk is full.
+    The transaction as :func:`_transaction` makes it, without a generator: every put runs
+    this.
     """
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        for put in puts:
+            put.insert(connection)
+        for put in puts:
+            put.check(connection)
+        connection.execute("COMMIT")
+    except BaseException:
+        _roll_back(connection)
+        raise
 
-    __slots__ = ("_connection", "_create", "_lock", "_path", "_read_only")
 
-    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
-        self._path = os.fspath(path)
+class _Put:
+    """The rows of one :meth:`SQLiteStore.put_many`, made in the caller's task, for the
+    store's thread to write: alone, or in a transaction shared with other puts."""
+
+    __slots__ = ("batch", "content_rows", "forwards", "message_rows")
+
+    def __init__(self, messages: Iterable[Message]) -> None:
+        self.batch = batch = {message.hash: message for message in messages}
+        self.message_rows = [rows.row(message) for message in batch.values()]
+        contents = {
+            message.content_hash: message.content
+            for message in batch.values()
+            if has_content(message)
+        }
+        self.content_rows = [
+            (rows.key(key), text.encode("utf-8")) for key, text in contents.items()
+        ]
+        self.forwards = [
+            message for message in batch.values() if isinstance(message, ForwardedMessage)
+        ]
+
+    def insert(self, connection: sqlite3.Connection) -> None:
+        connection.executemany(rows.INSERT_CONTENT, self.content_rows)
+        connection.executemany(rows.INSERT, self.message_rows)
+
+    def check(self, connection: sqlite3.Connection) -> None:
+        for forward in self.forwards:
+            self._check_forward(connection, forward)
+
+    def write_alone(self, connection: sqlite3.Connection) -> None:
+        """Write the rows in a transaction of their own, saying which link is missing."""
+        try:
+            _write(connection, (self,))
+        except sqlite3.IntegrityError:
+            raise self._missing_link(connection) or MessageNotFoundError(
+                "a message links to one that is not in the store"
+            ) from None
+
+    def _check_forward(self, connection: sqlite3.Connection, forward: ForwardedMessage) -> None:
+        """Refuse a forward whose content is not its original's (stored, or being stored).
+
+        A link of the batch to a message that is not stored is reported first, as the
+        commit would have, and as :class:`MemoryStore` does.
+        """
+        found = connection.execute(
+            "SELECT content FROM messages WHERE hash = ?", (rows.key(forward.original),)
+        ).fetchone()
+        if found is not None and rows.content_of(found[0]) != forward.content_hash:
+            missing = self._missing_link(connection)
+            if missing is not None:
+                raise missing
+            raise ValueError(
+                f"forward {forward.hash} does not hold the content of its original "
+                f"{forward.original}: a forward's content is its original's"
+            )
+
+    def _missing_link(self, connection: sqlite3.Connection) -> MessageNotFoundError | None:
+        """The error for the first link of the batch to a message neither stored nor in it."""
+        batch = self.batch
+        for message in batch.values():
+            for field, value in links(message):
+                if (
+                    value not in batch
+                    and connection.execute(
+                        "SELECT 1 FROM messages WHERE hash = ?", (rows.key(value),)
+                    ).fetchone()
+                    is None
+                ):
+                    return MessageNotFoundError(f"{field} {value} is not in the store")
+        return None
+
+
+class _Database:
+    """The file of an :class:`SQLiteStore` and its connection, which only the store's
+    thread (``_sqlite_worker``) uses: opened on the first operation, closed by ``close``."""
+
+    __slots__ = ("_connection", "_create", "_path", "_read_only")
+
+    def __init__(self, path: str, *, create: bool) -> None:
+        self._path = path
         self._create = create
         self._connection: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
         # Why the open database cannot be written here, or None when it can.
         self._read_only: str | None = None
 
-    def __repr__(self) -> str:
-        return f"<SQLiteStore {self._path!r}>"
-
     @property
-    def path(self) -> str:
-        """The path of the database file."""
-        return self._path
+    def is_open(self) -> bool:
+        return self._connection is not None
 
-    async def open(self) -> None:
-        """Open the database now rather than on first use (nothing happens if it is open).
+    def run(self, operation: Callable[[sqlite3.Connection], T], write: bool) -> T:
+        if self._connection is None:
+            self._connection = self._open()
+        if write and self._read_only is not None:
+            raise StoreError(
+                f"{self._path} is read-only here ({self._read_only}): it can be read, not written"
+            )
+        try:
+            return operation(self._connection)
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
+            raise StoreError(f"{self._path}: {checks.describe(exc)}") from exc
 
-        Raises:
-            StoreError: the file is missing (with ``create=False``), cannot be an agentforum
-                database (it is left untouched), or cannot be opened or created.
-        """
-        await self._run(lambda connection: None)
+    def run_together(self, puts: Sequence[Put]) -> None:
+        self.run(lambda connection: _write(connection, puts), write=True)
 
-    # -- plumbing -----------------------------------------------------------------------------
-
-    async def _run(self, operation: Callable[[sqlite3.Connection], T], *, write: bool = False) -> T:
-        return await anyio.to_thread.run_sync(self._run_sync, operation, write)
-
-    def _run_sync(self, operation: Callable[[sqlite3.Connection], T], write: bool) -> T:
-        with self._lock:
-            if self._connection is None:
-                self._connection = self._open()
-            if write and self._read_only is not None:
-                raise StoreError(
-                    f"{self._path} is read-only here ({self._read_only}): it can be read, "
-                    "not written"
-                )
-            try:
-                return operation(self._connection)
-            except (sqlite3.Error, UnicodeDecodeError) as exc:
-                raise StoreError(f"{self._path}: {checks.describe(exc)}") from exc
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
     def _open(self) -> sqlite3.Connection:
         path = self._path
@@ -285,73 +340,75 @@ class SQLiteStore(MessageStore):
                 connection.execute(f"PRAGMA application_id = {rows.APPLICATION_ID}")
                 connection.execute(f"PRAGMA user_version = {rows.SCHEMA_VERSION}")
 
+
+class SQLiteStore(MessageStore):
+    """A :class:`MessageStore` in an SQLite database file (the stdlib :mod:`sqlite3`).
+
+    Messages are rows holding their fields (``docs/hashing.md``; the message's hash is
+    computed from them and checked on every read), and each distinct content is one row,
+    however many messages name it; nothing executable is ever stored. The database runs in
+    WAL mode, so any number of processes can read and write the same file at once. Each
+    write is its own transaction, committed before the method returns: a message that
+    ``put`` stored survives the process being killed. Every message read is checked against
+    its hash, and its content against the content's.
+
+    The file is opened on first use, in a worker thread (:func:`anyio.to_thread.run_sync`),
+    so the store works on asyncio and on Trio; :meth:`aclose` closes it, and the next use
+    opens it again. Every method is a checkpoint; a cancelled call still completes the
+    database operation it started before the cancellation is delivered.
+
+    A database that cannot be written here (the file, or its directory, is read-only: a
+    read-only filesystem, say) is opened read-only: reading works, and every method that
+    writes raises :exc:`StoreError`, saying so.
+
+    Args:
+        path: The database file.
+        create: Create the database if the file does not exist (or is empty). With
+            ``False`` a missing file raises :exc:`StoreError` and nothing is created.
+
+    Opening raises :exc:`StoreError` for a file that is not an SQLite database, a damaged or
+    truncated one, a database of another application, or a database of a newer schema
+    version (in each case the file is left untouched); and when the file cannot be opened
+    or created: its directory does not exist or cannot be written, or the disk is full.
+    """
+
+    __slots__ = ("_path", "_worker")
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+        self._path = os.fspath(path)
+        self._worker = Worker(_Database(self._path, create=create), f"agentforum {self!r}")
+        # A store dropped unclosed: its thread closes the connection and ends (and warns).
+        weakref.finalize(self, self._worker.abandon, repr(self)).atexit = False
+
+    def __repr__(self) -> str:
+        return f"<SQLiteStore {self._path!r}>"
+
+    @property
+    def path(self) -> str:
+        """The path of the database file."""
+        return self._path
+
+    async def open(self) -> None:
+        """Open the database now rather than on first use (nothing happens if it is open).
+
+        Raises:
+            StoreError: the file is missing (with ``create=False``), cannot be an agentforum
+                database (it is left untouched), or cannot be opened or created.
+        """
+        await self._run(lambda connection: None)
+
+    async def _run(self, operation: Callable[[sqlite3.Connection], T], *, write: bool = False) -> T:
+        return cast("T", await self._worker.run(operation, write=write))
+
     # -- messages -----------------------------------------------------------------------------
 
     async def put(self, message: Message) -> None:
-        await self.put_many((message,))
+        put = _Put((message,))
+        await self._worker.put(put, put.write_alone)
 
     async def put_many(self, messages: Iterable[Message]) -> None:
-        batch = {message.hash: message for message in messages}
-        message_rows = [rows.row(message) for message in batch.values()]
-        contents = {
-            message.content_hash: message.content
-            for message in batch.values()
-            if has_content(message)
-        }
-        content_rows = [(rows.key(key), text.encode("utf-8")) for key, text in contents.items()]
-        forwards = [message for message in batch.values() if isinstance(message, ForwardedMessage)]
-
-        def insert(connection: sqlite3.Connection) -> None:
-            try:
-                with _transaction(connection):
-                    connection.executemany(rows.INSERT_CONTENT, content_rows)
-                    connection.executemany(rows.INSERT, message_rows)
-                    for forward in forwards:
-                        self._check_forward(connection, forward, batch)
-            except sqlite3.IntegrityError:
-                raise self._missing_link(connection, batch) or MessageNotFoundError(
-                    "a message links to one that is not in the store"
-                ) from None
-
-        await self._run(insert, write=True)
-
-    @classmethod
-    def _check_forward(
-        cls, connection: sqlite3.Connection, forward: ForwardedMessage, batch: Mapping[str, Message]
-    ) -> None:
-        """Refuse a forward whose content is not its original's (stored, or being stored).
-
-        A link of the batch to a message that is not stored is reported first, as the
-        commit would have, and as :class:`MemoryStore` does.
-        """
-        found = connection.execute(
-            "SELECT content FROM messages WHERE hash = ?", (rows.key(forward.original),)
-        ).fetchone()
-        if found is not None and rows.content_of(found[0]) != forward.content_hash:
-            missing = cls._missing_link(connection, batch)
-            if missing is not None:
-                raise missing
-            raise ValueError(
-                f"forward {forward.hash} does not hold the content of its original "
-                f"{forward.original}: a forward's content is its original's"
-            )
-
-    @staticmethod
-    def _missing_link(
-        connection: sqlite3.Connection, batch: Mapping[str, Message]
-    ) -> MessageNotFoundError | None:
-        """The error for the first link of ``batch`` to a message neither stored nor in it."""
-        for message in batch.values():
-            for field, value in links(message):
-                if (
-                    value not in batch
-                    and connection.execute(
-                        "SELECT 1 FROM messages WHERE hash = ?", (rows.key(value),)
-                    ).fetchone()
-                    is None
-                ):
-                    return MessageNotFoundError(f"{field} {value} is not in the store")
-        return None
+        put = _Put(messages)
+        await self._worker.put(put, put.write_alone)
 
     async def get(self, hash: str) -> Message:
         def select(connection: sqlite3.Connection) -> Message:
@@ -539,10 +596,10 @@ class SQLiteStore(MessageStore):
         return checks.file_problems(self._path, connection)
 
     async def aclose(self) -> None:
-        def close(_: object) -> None:
-            with self._lock:
-                if self._connection is not None:
-                    self._connection.close()
-                    self._connection = None
+        """Close the database, once the operations started before are done, and end the
+        store's thread (the next use opens the database again in a new one).
 
-        await anyio.to_thread.run_sync(close, None)
+        Shielded from cancellation: the database is closed, and a cancellation is raised
+        afterwards.
+        """
+        await self._worker.close()
