@@ -19,8 +19,11 @@ from agentforum import (
     Forum,
     ForumNotRunningError,
     InteractionContext,
+    MemoryStore,
+    Message,
     MessagePromise,
     MessageSequence,
+    StoreError,
     StreamedMessage,
 )
 
@@ -28,7 +31,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Iterable, Sequence
 
 pytestmark = pytest.mark.anyio
 
@@ -936,3 +939,79 @@ async def test_a_forum_that_raised_strict_errors_starts_clean_when_entered_again
     with anyio.fail_after(5):
         async with forum:
             await assert_forum_works(forum, echo)
+
+
+# -- a store that fails once the answer is out --------------------------------------------------
+
+
+class FailingLate(MemoryStore):
+    """A store that fails (as a full disk would) to record a cache entry, or, with
+    ``cancellations``, to store the ErrorMessage that ends a cancelled call."""
+
+    def __init__(self, *, cancellations: bool = False) -> None:
+        super().__init__()
+        self.cancellations = cancellations
+
+    async def put_cached(self, call_hash: str, response_hashes: Sequence[str]) -> None:
+        raise StoreError("the disk is full")
+
+    async def put(self, message: Message) -> None:
+        await self.put_many((message,))
+
+    async def put_many(self, messages: Iterable[Message]) -> None:
+        batch = list(messages)
+        if self.cancellations and any(
+            isinstance(one, ErrorMessage) and one.error_type == "agentforum.AgentCancelled"
+            for one in batch
+        ):
+            raise StoreError("the disk is full")
+        for message in batch:
+            await super().put(message)
+
+
+async def test_a_cache_entry_the_store_fails_to_record_is_raised_as_the_store_error() -> None:
+    """The store fails after a call's answer has resolved, as the call records its cache
+    entry: the consumer has its answer, and leaving the forum raises the StoreError itself,
+    not a task group's ExceptionGroup (the error escaped the call's task before)."""
+    forum = Forum(FailingLate())
+    release = anyio.Event()
+
+    @forum.agent
+    async def echo(ctx: InteractionContext) -> None:
+        async for request in ctx.request_messages:
+            ctx.respond(f"re: {(await request).content}")
+        await release.wait()
+
+    async def run() -> None:
+        async with forum:
+            async for promise in echo.ask("hello"):
+                assert (await promise).content == "re: hello"
+                break
+            release.set()
+
+    with pytest.raises(StoreError, match="the disk is full"):
+        await run()
+
+
+async def test_a_cancellation_the_store_fails_to_record_ends_the_call_all_the_same() -> None:
+    """The store fails to store the ErrorMessage of a cancelled call: its consumer still
+    gets AgentCancelled, and leaving the forum raises the StoreError."""
+    forum = Forum(FailingLate(cancellations=True))
+
+    @forum.agent
+    async def stuck(ctx: InteractionContext) -> None:
+        ctx.respond("working")
+        await anyio.sleep_forever()
+
+    async def run() -> None:
+        async with forum:
+            sequence = stuck.ask("hello")
+            async for promise in sequence:
+                assert (await promise).content == "working"
+                break
+            sequence.cancel()
+            with pytest.raises(AgentCancelled):
+                await sequence.last()
+
+    with pytest.raises(StoreError, match="the disk is full"):
+        await run()

@@ -297,4 +297,9 @@ async def remember(leader: Call) -> None:
     assert leader.key is not None
     found = [promise._outcome() for promise in leader.writer.log.items]
     answer = [outcome.hash for outcome in found if isinstance(outcome, Message)]
-    await leader.state.store.put_cached(leader.key, answer)
+    try:
+        await leader.state.store.put_cached(leader.key, answer)
+    except Exception as exc:
+        # The answer is out (its consumers have it); only the cache index lacks it. As for
+        # any error the store cannot record, the forum raises it when it exits.
+        leader.state.store_errors.append(exc)

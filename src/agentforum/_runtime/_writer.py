@@ -402,11 +402,17 @@ class Writer:
         nothing that may not end: only the store.
         """
         streaming, self.streaming = self.streaming, None
-        if streaming is not None:
-            await self._place_cut(streaming)
-        await self._place_ready_responses()
-        message = self.ending(CANCELLED, "the call was cancelled")
-        await self.put(message)
+        try:
+            if streaming is not None:
+                await self._place_cut(streaming)
+            await self._place_ready_responses()
+            message = self.ending(CANCELLED, "the call was cancelled")
+            await self.put(message)
+        except Exception as exc:
+            # The store failed: the consumers still learn that the call was cancelled, and
+            # the forum raises the store's error when it exits.
+            self._call.state.store_errors.append(exc)
+            message = self.ending(CANCELLED, "the call was cancelled")
         # A cancellation is not an agent's error: it is never raised when the forum exits.
         self.fail_logs(Failure(message, None, observed=True))
 
