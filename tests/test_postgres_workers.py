@@ -11,19 +11,16 @@ afterwards: it runs its driver once (the workers are what runs on both backends)
 
 from __future__ import annotations
 
-import contextlib
-import sys
-import textwrap
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 import pg_server
 from agentforum import Forum, MemoryStore, Message, PostgresStore
-from test_processes import Writer
+from test_processes import Writer, scripts
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from contextlib import AbstractAsyncContextManager
     from pathlib import Path
 
     from agentforum import InteractionContext
@@ -117,30 +114,13 @@ anyio.run(main, backend=sys.argv[3])
 """
 
 
-@contextlib.asynccontextmanager
-async def workers(
+def workers(
     database: str, tmp_path: Path, *specs: tuple[str, str]
-) -> AsyncIterator[list[Writer]]:
+) -> AbstractAsyncContextManager[list[Writer]]:
     """Worker processes on ``database``, one per ``(ref, backend)``, ready; killed at the end
     of the block if they are still running."""
-    script = tmp_path / "worker.py"
-    script.write_text(textwrap.dedent(WORKER))
-    processes = []
-    try:
-        for ref, backend in specs:
-            processes.append(
-                await anyio.open_process([sys.executable, str(script), database, ref, backend])
-            )
-        started = [Writer(process) for process in processes]
-        for worker in started:
-            assert await worker.read_line() == "ready"
-        yield started
-    finally:
-        with anyio.CancelScope(shield=True):
-            for process in processes:
-                if process.returncode is None:
-                    process.kill()
-                await process.aclose()
+    arguments = [[database, ref, backend] for ref, backend in specs]
+    return scripts(tmp_path / "worker.py", WORKER, *arguments)
 
 
 async def answer(worker: Writer) -> str:
