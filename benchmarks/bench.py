@@ -42,6 +42,7 @@ FULL = {
     "W5": {"sizes": [2_000, 4_000, 8_000]},
     "W6": {"n": 20_000},
     "W6PG": {"n": 20_000},
+    "W6PGW": {"calls": 2_000, "workers": [1, 2, 4]},
     "MEM": {"n": 10_000, "size": 100},
     "SIZE": {"forwards": 100, "forwarded": 100_000, "shared": 1_000, "document": 10_000},
 }
@@ -53,6 +54,7 @@ QUICK = {
     "W5": {"sizes": [200, 400, 800]},
     "W6": {"n": 200},
     "W6PG": {"n": 200},
+    "W6PGW": {"calls": 100, "workers": [1, 2, 4]},
     "MEM": {"n": 1_000, "size": 100},
     "SIZE": {"forwards": 100, "forwarded": 100_000, "shared": 1_000, "document": 10_000},
 }
@@ -244,6 +246,19 @@ def plan(sizes: dict[str, dict[str, Any]], only: set[str], backends: tuple[str, 
                 rows.append(
                     Row("W6PG", label, backend, "msg/s", ("W6PG.ours", {"n": n, **server}), floor)
                 )
+        if "W6PGW" in only:
+            calls, server = sizes["W6PGW"]["calls"], postgres_server()
+            rows.extend(
+                Row(
+                    "W6PGW",
+                    f"{workers} worker process{'es' if workers > 1 else ''}, each "
+                    f"{calls:,} calls at once (PostgresStore)",
+                    backend,
+                    "msg/s",
+                    ("W6PGW.ours", {"calls": calls, "workers": workers, **server}),
+                )
+                for workers in sizes["W6PGW"]["workers"]
+            )
         if "SIZE" in only:
             size = sizes["SIZE"]
             rows.append(
@@ -685,7 +700,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--only",
         action="append",
-        help="workloads to run: W1..W6, W6PG, MEM, SIZE (repeatable, or comma-separated)",
+        help="workloads to run: W1..W6, W6PG, W6PGW, MEM, SIZE (repeatable, or comma-separated)",
     )
     parser.add_argument("--backend", action="append", choices=BACKENDS, help="default: both")
     parser.add_argument(

@@ -18,6 +18,8 @@ import json
 import math
 import os
 import sqlite3
+import subprocess
+import sys
 import tempfile
 from typing import TYPE_CHECKING, Any
 
@@ -662,6 +664,58 @@ def w6pg_floor(backend: str, params: dict[str, Any]) -> Run:
     return clock.seconds, len(groups), {}
 
 
+# -- W6PGW: worker processes sharing one PostgreSQL server ----------------------------------------
+
+#: Messages a call of W6PGW stores: its request, its call and its response.
+CALL_MESSAGES = 3
+
+
+def w6pgw_ours(backend: str, params: dict[str, Any]) -> Run:
+    """``workers`` processes (``_pg_worker.py``), each a forum on one new database of the
+    server, each asking an echo agent ``calls`` times at once, every ask a conversation of
+    its own. The clock runs from the moment every worker's forum is open (the line that
+    starts them) until the last one has left its forum; the figure is every message stored
+    by all of them. ``extra["per_worker"]`` is each worker's own messages per second."""
+    workers, calls, server = params["workers"], params["calls"], postgres_server(params)
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_pg_worker.py")
+    with _postgres.database(server) as url:
+        store = PostgresStore(url)  # the schema is created before the clock starts
+        anyio.run(store.open, backend=backend)
+        anyio.run(store.aclose, backend=backend)
+        processes = [
+            subprocess.Popen(
+                [sys.executable, script, url, f"w{index}", str(calls), backend],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for index in range(workers)
+        ]
+        try:
+            for process in processes:
+                assert process.stdout is not None
+                assert process.stdout.readline() == "ready\n"
+            with Clock() as clock:
+                for process in processes:
+                    assert process.stdin is not None
+                    process.stdin.write("go\n")
+                    process.stdin.flush()
+                seconds = [float(process.communicate()[0]) for process in processes]
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+                process.wait()
+        assert all(process.returncode == 0 for process in processes)
+        import psycopg
+
+        with psycopg.connect(url) as connection:
+            (stored,) = connection.execute("SELECT count(*) FROM messages").fetchone() or (0,)
+    messages = CALL_MESSAGES * calls
+    assert stored == workers * messages, (stored, workers * messages)
+    return clock.seconds, stored, {"per_worker": [messages / each for each in seconds]}
+
+
 # -- storage size --------------------------------------------------------------------------------
 
 
@@ -760,6 +814,7 @@ CASES = {
     "W6.floor": w6_floor,
     "W6PG.ours": w6pg_ours,
     "W6PG.floor": w6pg_floor,
+    "W6PGW.ours": w6pgw_ours,
     "MEM.ours": mem_ours,
     "SIZE.forwards": size_forwards,
     "SIZE.shared": size_shared,

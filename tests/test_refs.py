@@ -9,20 +9,17 @@ one on Trio) on one SQLite file and on one PostgreSQL database.
 
 from __future__ import annotations
 
-import contextlib
-import sys
-import textwrap
 from typing import TYPE_CHECKING
 
 import anyio
 import pytest
 
 from agentforum import Forum, Message, MessageNotFoundError, RefConflictError
-from test_processes import Writer
+from test_processes import Writer, scripts
 
 if TYPE_CHECKING:
     import pathlib
-    from collections.abc import AsyncIterator
+    from contextlib import AbstractAsyncContextManager
 
     from agentforum import InteractionContext
 
@@ -118,28 +115,15 @@ ROUNDS = 10
 APPENDS = 30
 
 
-@contextlib.asynccontextmanager
-async def movers(database: str, tmp_path: pathlib.Path) -> AsyncIterator[list[Writer]]:
+def movers(database: str, tmp_path: pathlib.Path) -> AbstractAsyncContextManager[list[Writer]]:
     """Two mover processes (one on asyncio, one on Trio) on ``database``, ready; killed at
     the end of the block if they are still running."""
-    script = tmp_path / "mover.py"
-    script.write_text(textwrap.dedent(MOVER))
-    processes = []
-    try:
-        for tag, backend in (("alpha", "asyncio"), ("beta", "trio")):
-            processes.append(
-                await anyio.open_process([sys.executable, str(script), database, tag, backend])
-            )
-        started = [Writer(process) for process in processes]
-        for mover in started:
-            assert await mover.read_line() == "ready"
-        yield started
-    finally:
-        with anyio.CancelScope(shield=True):
-            for process in processes:
-                if process.returncode is None:
-                    process.kill()
-                await process.aclose()
+    return scripts(
+        tmp_path / "mover.py",
+        MOVER,
+        [database, "alpha", "asyncio"],
+        [database, "beta", "trio"],
+    )
 
 
 async def stop(movers: list[Writer]) -> None:
