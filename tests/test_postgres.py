@@ -94,11 +94,14 @@ async def test_a_forum_with_a_url_opens_a_postgres_store_and_closes_it(
     # for it (a connection left open would never end, and the wait would fail). Nothing
     # signals a server process's end but its row leaving pg_stat_activity: poll it.
     with anyio.fail_after(30):
-        while rows(  # noqa: ASYNC110
-            postgres_url,
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-            urllib.parse.urlsplit(postgres_url).path[1:],
-        ) != [(0,)]:
+        while (
+            rows(  # noqa: ASYNC110
+                postgres_url,
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                urllib.parse.urlsplit(postgres_url).path[1:],
+            )
+            != [(0,)]
+        ):
             await anyio.sleep(0.01)
     async with Forum(url) as again:
         assert [each.content for each in await again.history("main")] == ["hello", "re: hello"]
