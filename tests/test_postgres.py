@@ -93,15 +93,10 @@ async def test_a_forum_with_a_url_opens_a_postgres_store_and_closes_it(
     # A server process ends after its client has closed the connection, not with it: wait
     # for it (a connection left open would never end, and the wait would fail). Nothing
     # signals a server process's end but its row leaving pg_stat_activity: poll it.
+    name = urllib.parse.urlsplit(postgres_url).path[1:]
+    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
     with anyio.fail_after(30):
-        while (
-            rows(  # noqa: ASYNC110
-                postgres_url,
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                urllib.parse.urlsplit(postgres_url).path[1:],
-            )
-            != [(0,)]
-        ):
+        while rows(postgres_url, query, name) != [(0,)]:  # noqa: ASYNC110
             await anyio.sleep(0.01)
     async with Forum(url) as again:
         assert [each.content for each in await again.history("main")] == ["hello", "re: hello"]
