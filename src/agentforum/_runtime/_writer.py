@@ -13,8 +13,11 @@ from .._exceptions import AgentError
 from .._json import FrozenDict
 from .._messages import CallMessage, ErrorMessage, Message, forward_of
 from .._promises import Failure, MessagePromise, MessageSequence, SequenceLog, StreamedMessage
+from .._stores._memory import MemoryStore
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .._stores._protocol import MessageStore
     from ._call import Call
 
@@ -70,6 +73,7 @@ class Writer:
     __slots__ = (
         "_call",
         "_call_placed",
+        "_put_now",
         "_store",
         "call_message",
         "end",
@@ -94,6 +98,15 @@ class Writer:
         #: others follow, the log those others read (see ``_flight.leave``).
         self.log: SequenceLog = call.responses
         self._call_placed: anyio.Event | None = None
+        #: Stores a message without waiting, if the store can (a MemoryStore whose puts are
+        #: its own: a subclass that overrides them is used through them).
+        self._put_now: Callable[[Message], None] | None = (
+            store._put_now
+            if isinstance(store, MemoryStore)
+            and type(store).put is MemoryStore.put
+            and type(store).put_many is MemoryStore.put_many
+            else None
+        )
 
     # -- storing ------------------------------------------------------------------------------
 
@@ -214,6 +227,35 @@ class Writer:
                     feed.discard(len(batch) - 1)
                     continue
             await self.place(item, reply_to, metadata, alias, self.log)
+
+    @property
+    def places_now(self) -> bool:
+        """Whether a text response can be placed at once, without waiting (:meth:`place_now`).
+
+        When the store stores without waiting and the CallMessage is placed (responses
+        hang below it).
+        """
+        return self._put_now is not None and self.stage is Stage.RESPONSES
+
+    def place_now(self, content: str, reply_to: str | None, metadata: FrozenDict) -> None:
+        """Place a text response at once, as :meth:`place` would (see :attr:`places_now`).
+
+        The runtime places a call's text responses this way while nothing is queued before
+        them, so that an agent function that responds with texts needs no task to write
+        them: its promise resolves as the message is stored, before ``respond()`` returns.
+        """
+        assert self._put_now is not None
+        message = Message(
+            content=content,
+            sender=self._call.agent.alias,
+            metadata=metadata,
+            parent=self.end,
+            reply_to=self.reply_default if reply_to is None else reply_to,
+        )
+        self._put_now(message)
+        self._call.state.messages_stored += 1
+        self.log.append(MessagePromise._of(message))
+        self.end = message.hash
 
     async def _place_texts(self, batch: list[Entry], sender: str) -> bool:
         """Place responses that are texts (with no reply_to to wait for) in one store call.

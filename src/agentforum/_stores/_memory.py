@@ -79,6 +79,11 @@ class MemoryStore(MessageStore):
 
     async def put(self, message: Message) -> None:
         await self._checkpoint()
+        self._put_now(message)
+
+    def _put_now(self, message: Message) -> None:
+        """:meth:`put` without its checkpoint: what a call's writer uses to place a text
+        response while its agent function runs (see ``_runtime/_writer.py``)."""
         if message.hash in self._messages:
             return
         for field, value in links(message):
