@@ -34,8 +34,12 @@ class _Waitable:
         """Wait for the next :meth:`_wake` (a checkpoint)."""
         waiter = self._waiter
         if waiter is None:
-            waiter = self._waiter = anyio.Event()
+            waiter = self._waiter = self._event()
         await waiter.wait()
+
+    def _event(self) -> anyio.Event:
+        """A new event to wait on (subclasses that know their backend make it with it)."""
+        return anyio.Event()
 
     def _wake(self) -> None:
         """Wake every consumer that waits; the next one to wait gets a new event."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import anyio
-import anyio.lowlevel
 from anyio import BrokenResourceError, ClosedResourceError
 
 from .._context import current_call
@@ -114,7 +113,7 @@ class Call:
         )
         self.writer = Writer(self, state.store)
         #: Cancelling it cancels the call (see cancel()).
-        self._scope = anyio.CancelScope()
+        self._scope = state.backend.create_cancel_scope()
         #: Around the agent function while it runs (in this call's task): what a failure to
         #: write the branch cancels.
         self._agent_scope: anyio.CancelScope | None = None
@@ -211,8 +210,9 @@ class Call:
         It runs beside the agent function (this call's task) until the function has ended
         and every response it queued is placed; cancelling the call cancels it too.
         """
-        self._written = anyio.Event()
-        self._writer_scope = anyio.CancelScope()
+        backend = self.state.backend
+        self._written = backend.create_event()
+        self._writer_scope = backend.create_cancel_scope()
         if self._scope.cancel_called:
             self._writer_scope.cancel()
         self.state.task_group.start_soon(self._write, name=f"writer of {self.agent.alias}")
@@ -300,7 +300,7 @@ class Call:
     async def _join_children(self) -> None:
         """Wait until every call nested in this one has ended."""
         while self._unfinished:
-            self._joined = anyio.Event()
+            self._joined = self.state.backend.create_event()
             await self._joined.wait()
 
     def taint(self) -> None:
@@ -390,7 +390,8 @@ class Call:
     async def _run_agent(self) -> None:
         token = current_call.set(self)
         context = InteractionContext(self)
-        scope = self._agent_scope = anyio.CancelScope()
+        backend = self.state.backend
+        scope = self._agent_scope = backend.create_cancel_scope()
         if self.write_error is not None:
             scope.cancel()
         cancelled = False
@@ -398,7 +399,7 @@ class Call:
             with scope:
                 try:
                     # A call cancelled before its task ran runs none of its agent's code.
-                    await anyio.lowlevel.checkpoint_if_cancelled()
+                    await backend.checkpoint_if_cancelled()
                     await self.agent.function(context, **self.kwargs)
                 except Exception as exc:
                     self.agent_error = exc

@@ -111,7 +111,13 @@ class Writer:
     # -- storing ------------------------------------------------------------------------------
 
     async def put(self, message: Message) -> None:
-        await self._store.put(message)
+        if self._put_now is not None:
+            # MemoryStore.put, with the checkpoint made by the forum's backend.
+            assert isinstance(self._store, MemoryStore)
+            await self._store._checkpoint(self._call.state.backend)
+            self._put_now(message)
+        else:
+            await self._store.put(message)
         self._call.state.messages_stored += 1
 
     async def put_many(self, messages: list[Message]) -> None:
@@ -168,7 +174,7 @@ class Writer:
         """
         if self.call_message is None:
             if self._call_placed is None:
-                self._call_placed = anyio.Event()
+                self._call_placed = self._call.state.backend.create_event()
             await self._call_placed.wait()
         assert self.call_message is not None
         return self.call_message.parent
@@ -192,7 +198,7 @@ class Writer:
         branch = caller.writer
         if branch.call_message is None and not caller.requests.closed:
             if branch._call_placed is None:
-                branch._call_placed = anyio.Event()
+                branch._call_placed = call.state.backend.create_event()
             await branch._call_placed.wait()
         if branch.call_message is not None:
             return branch.call_message.parent

@@ -26,6 +26,8 @@ from ._protocol import IntegrityProblem, MessageStore
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
+    from anyio.abc import AsyncBackend
+
 
 class MemoryStore(MessageStore):
     """A :class:`MessageStore` that keeps everything in this process's memory.
@@ -64,10 +66,18 @@ class MemoryStore(MessageStore):
     def __repr__(self) -> str:
         return f"<MemoryStore with {len(self._messages)} messages>"
 
-    async def _checkpoint(self) -> None:
+    async def _checkpoint(self, backend: type[AsyncBackend] | None = None) -> None:
+        """A cancellation point; one call in ``YIELD_EVERY`` a full checkpoint.
+
+        ``backend``: the AnyIO backend running, when the caller knows it (a forum's calls
+        do), which saves asking which library runs.
+        """
         self._operations += 1
         if self._operations % self.YIELD_EVERY:
-            await checkpoint_if_cancelled()
+            if backend is None:
+                await checkpoint_if_cancelled()
+            else:
+                await backend.checkpoint_if_cancelled()
         else:
             await checkpoint()
 
