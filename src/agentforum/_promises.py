@@ -128,8 +128,8 @@ class MessagePromise:
     def _of(cls, message: Message) -> MessagePromise:
         tokens: Log[str] = Log()
         if message.content:
-            tokens.append(message.content)
-        tokens.close()
+            tokens.items.append(message.content)
+        tokens.closed = True  # nobody waits on a log made complete
         promise = cls(tokens)
         promise._message = message
         return promise
