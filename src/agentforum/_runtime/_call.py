@@ -44,6 +44,7 @@ class Call:
 
     __slots__ = (
         "_agent_scope",
+        "_cancelled",
         "_joined",
         "_scope",
         "_unfinished",
@@ -103,17 +104,22 @@ class Call:
         self.response_feed: Feed[Entry] = Feed()
         self.requests = SequenceLog(owner=self)
         self.responses = SequenceLog(owner=self)
-        #: How many of the requests this call's agent function has read.
-        self.cursor = RequestCursor(self)
+        #: How many of the requests this call's agent function has read (made when it runs).
+        self.cursor: RequestCursor | None = None
         self.requests_closed = False
         # How many of the caller's requests its agent had read when this call was made, if
         # the caller's requests were still open then (see Writer.default_parent).
         self.caller_read = (
-            caller.cursor.read if caller is not None and not caller.requests_closed else 0
+            caller.cursor.read
+            if caller is not None and caller.cursor is not None and not caller.requests_closed
+            else 0
         )
         self.writer = Writer(self, state.store)
-        #: Cancelling it cancels the call (see cancel()).
-        self._scope = state.backend.create_cancel_scope()
+        #: Cancelling it cancels the call (see cancel()); made when its task starts, and
+        #: cancelled then if the call was cancelled before (``_cancelled``), so that calls
+        #: waiting to start (thousands, made at once) hold no scope yet.
+        self._scope: anyio.CancelScope | None = None
+        self._cancelled = False
         #: Around the agent function while it runs (in this call's task): what a failure to
         #: write the branch cancels.
         self._agent_scope: anyio.CancelScope | None = None
@@ -213,7 +219,7 @@ class Call:
         backend = self.state.backend
         self._written = backend.create_event()
         self._writer_scope = backend.create_cancel_scope()
-        if self._scope.cancel_called:
+        if self._cancelled:
             self._writer_scope.cancel()
         self.state.task_group.start_soon(self._write, name=f"writer of {self.agent.alias}")
 
@@ -271,7 +277,9 @@ class Call:
 
     def cancel_run(self) -> None:
         """Cancel what runs in this call: its task, its agent function, its nested calls."""
-        self._scope.cancel()
+        self._cancelled = True
+        if self._scope is not None:
+            self._scope.cancel()
         if self._writer_scope is not None:
             self._writer_scope.cancel()
         for child in self.children or ():
@@ -283,7 +291,7 @@ class Call:
             self.children = []
         self.children.append(child)
         self._unfinished += 1
-        if self._scope.cancel_called:
+        if self._cancelled:
             child.cancel()
 
     def detach(self) -> None:
@@ -315,14 +323,17 @@ class Call:
     async def run(self) -> None:
         """The call's task: answers the call, and returns when its branch and children end."""
         current_call.set(None)
+        scope = self._scope = self.state.backend.create_cancel_scope()
+        if self._cancelled:
+            scope.cancel()
         try:
-            with self._scope:
+            with scope:
                 if self.cached:
                     await _flight.answer(self)
                 else:
                     await self.execute()
                 await self._join_children()
-            if self._scope.cancelled_caught:
+            if scope.cancelled_caught:
                 await self._end_cancelled()
             elif self.key is not None and self.clean:
                 await _flight.remember(self)
@@ -389,7 +400,8 @@ class Call:
 
     async def _run_agent(self) -> None:
         token = current_call.set(self)
-        context = InteractionContext(self)
+        self.cursor = RequestCursor(self)
+        context = InteractionContext(self, self.cursor)
         backend = self.state.backend
         scope = self._agent_scope = backend.create_cancel_scope()
         if self.write_error is not None:

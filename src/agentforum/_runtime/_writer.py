@@ -16,8 +16,6 @@ from .._promises import Failure, MessagePromise, MessageSequence, SequenceLog, S
 from .._stores._memory import MemoryStore
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from .._stores._protocol import MessageStore
     from ._call import Call
 
@@ -73,7 +71,7 @@ class Writer:
     __slots__ = (
         "_call",
         "_call_placed",
-        "_put_now",
+        "_memory",
         "_store",
         "call_message",
         "end",
@@ -98,10 +96,11 @@ class Writer:
         #: others follow, the log those others read (see ``_flight.leave``).
         self.log: SequenceLog = call.responses
         self._call_placed: anyio.Event | None = None
-        #: Stores a message without waiting, if the store can (a MemoryStore whose puts are
-        #: its own: a subclass that overrides them is used through them).
-        self._put_now: Callable[[Message], None] | None = (
-            store._put_now
+        #: The store, if it stores without waiting (``MemoryStore._put_now``): a
+        #: MemoryStore whose puts are its own (a subclass that overrides them is used
+        #: through them).
+        self._memory: MemoryStore | None = (
+            store
             if isinstance(store, MemoryStore)
             and type(store).put is MemoryStore.put
             and type(store).put_many is MemoryStore.put_many
@@ -111,11 +110,11 @@ class Writer:
     # -- storing ------------------------------------------------------------------------------
 
     async def put(self, message: Message) -> None:
-        if self._put_now is not None:
+        memory = self._memory
+        if memory is not None:
             # MemoryStore.put, with the checkpoint made by the forum's backend.
-            assert isinstance(self._store, MemoryStore)
-            await self._store._checkpoint(self._call.state.backend)
-            self._put_now(message)
+            await memory._checkpoint(self._call.state.backend)
+            memory._put_now(message)
         else:
             await self._store.put(message)
         self._call.state.messages_stored += 1
@@ -241,7 +240,7 @@ class Writer:
         When the store stores without waiting and the CallMessage is placed (responses
         hang below it).
         """
-        return self._put_now is not None and self.stage is Stage.RESPONSES
+        return self._memory is not None and self.stage is Stage.RESPONSES
 
     def place_now(self, content: str, reply_to: str | None, metadata: FrozenDict) -> None:
         """Place a text response at once, as :meth:`place` would (see :attr:`places_now`).
@@ -250,7 +249,6 @@ class Writer:
         them, so that an agent function that responds with texts needs no task to write
         them: its promise resolves as the message is stored, before ``respond()`` returns.
         """
-        assert self._put_now is not None
         message = Message(
             content=content,
             sender=self._call.agent.alias,
@@ -258,7 +256,8 @@ class Writer:
             parent=self.end,
             reply_to=self.reply_default if reply_to is None else reply_to,
         )
-        self._put_now(message)
+        assert self._memory is not None
+        self._memory._put_now(message)
         self._call.state.messages_stored += 1
         self.log.append(MessagePromise._of(message))
         self.end = message.hash
