@@ -244,9 +244,10 @@ class Call:
 
         The failure is recorded once the function has ended (see :meth:`execute`).
         """
+        # The agent function's scope is made before anything can write (execute()).
+        assert self._agent_scope is not None
         self.write_error = exc
-        if self._agent_scope is not None:
-            self._agent_scope.cancel()
+        self._agent_scope.cancel()
         self.response_feed.drop()
 
     async def _join_writer(self) -> None:
@@ -403,9 +404,9 @@ class Call:
         self.cursor = RequestCursor(self)
         context = InteractionContext(self, self.cursor)
         backend = self.state.backend
+        # Made before this task first waits: the writer's task, started already or later,
+        # finds it to cancel (_writing_failed).
         scope = self._agent_scope = backend.create_cancel_scope()
-        if self.write_error is not None:
-            scope.cancel()
         cancelled = False
         try:
             with scope:
