@@ -34,8 +34,12 @@ class _Waitable:
         """Wait for the next :meth:`_wake` (a checkpoint)."""
         waiter = self._waiter
         if waiter is None:
-            waiter = self._waiter = anyio.Event()
+            waiter = self._waiter = self._event()
         await waiter.wait()
+
+    def _event(self) -> anyio.Event:
+        """A new event to wait on (subclasses that know their backend make it with it)."""
+        return anyio.Event()
 
     def _wake(self) -> None:
         """Wake every consumer that waits; the next one to wait gets a new event."""
@@ -58,12 +62,14 @@ class Log(_Waitable, Generic[T]):
     def append(self, item: T) -> None:
         """Append ``item`` and wake the waiting consumers. The log must not be closed."""
         self.items.append(item)
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
 
     def close(self) -> None:
         """Mark the end of the log and wake the waiting consumers; closing twice is harmless."""
         self.closed = True
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
 
     async def wait_beyond(self, index: int) -> None:
         """Wait until the log has more than ``index`` items or is closed.
@@ -106,18 +112,21 @@ class Feed(_Waitable, Generic[T]):
         if self.dropped:
             raise anyio.BrokenResourceError
         self._items.append(item)
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
 
     def close(self) -> None:
         """End the feed: the consumer receives what is queued, then the end."""
         self.closed = True
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
 
     def drop(self) -> None:
         """Stop receiving: discard what is queued; producers get BrokenResourceError."""
         self.dropped = True
         self._items.clear()
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
 
     def receive_nowait(self) -> T:
         """Return the next item.

@@ -46,7 +46,8 @@ def _check_str(message: Message, name: str) -> None:
         # A str subclass (an enum, say) is stored as its plain value, as in metadata.
         value = str.__str__(value)
         object.__setattr__(message, name, value)
-    check_text(value, name)
+    if not value.isascii():  # an ASCII text is valid: no call to check it
+        check_text(value, name)
 
 
 def _check_link(name: str, value: object) -> None:

@@ -60,13 +60,19 @@ class Failure:
 class SequenceLog(Log["MessagePromise"]):
     """The promises of a sequence; closed normally or with a :class:`Failure`."""
 
-    __slots__ = ("failure", "owner")
+    __slots__ = ("backend", "failure", "owner")
 
     def __init__(self, *, owner: Call | None = None) -> None:
         super().__init__()
         self.failure: Failure | None = None
         #: The call these messages belong to (what ``MessageSequence.cancel`` cancels).
         self.owner = owner
+        #: The AnyIO backend of the owner's forum, which makes the events its consumers
+        #: wait on (see ``ForumState.backend``).
+        self.backend = None if owner is None else owner.state.backend
+
+    def _event(self) -> anyio.Event:
+        return anyio.Event() if self.backend is None else self.backend.create_event()
 
     def fail(self, failure: Failure) -> None:
         self.failure = failure
@@ -122,8 +128,8 @@ class MessagePromise:
     def _of(cls, message: Message) -> MessagePromise:
         tokens: Log[str] = Log()
         if message.content:
-            tokens.append(message.content)
-        tokens.close()
+            tokens.items.append(message.content)
+        tokens.closed = True  # nobody waits on a log made complete
         promise = cls(tokens)
         promise._message = message
         return promise

@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import anyio
-import anyio.lowlevel
 from anyio import BrokenResourceError, ClosedResourceError
 
 from .._context import current_call
@@ -44,9 +43,13 @@ class Call:
     """
 
     __slots__ = (
+        "_agent_scope",
+        "_cancelled",
         "_joined",
         "_scope",
         "_unfinished",
+        "_writer_scope",
+        "_written",
         "agent",
         "agent_error",
         "blank_history",
@@ -73,6 +76,7 @@ class Call:
         "response_feed",
         "responses",
         "state",
+        "write_error",
         "writer",
     )
 
@@ -100,18 +104,31 @@ class Call:
         self.response_feed: Feed[Entry] = Feed()
         self.requests = SequenceLog(owner=self)
         self.responses = SequenceLog(owner=self)
-        #: How many of the requests this call's agent function has read.
-        self.cursor = RequestCursor(self)
+        #: How many of the requests this call's agent function has read (made when it runs).
+        self.cursor: RequestCursor | None = None
         self.requests_closed = False
         # How many of the caller's requests its agent had read when this call was made, if
         # the caller's requests were still open then (see Writer.default_parent).
         self.caller_read = (
-            caller.cursor.read if caller is not None and not caller.requests_closed else 0
+            caller.cursor.read
+            if caller is not None and caller.cursor is not None and not caller.requests_closed
+            else 0
         )
         self.writer = Writer(self, state.store)
-        #: Cancelling it cancels the call (see cancel()).
-        self._scope = anyio.CancelScope()
+        #: Cancelling it cancels the call (see cancel()); made when its task starts, and
+        #: cancelled then if the call was cancelled before (``_cancelled``), so that calls
+        #: waiting to start (thousands, made at once) hold no scope yet.
+        self._scope: anyio.CancelScope | None = None
+        self._cancelled = False
+        #: Around the agent function while it runs (in this call's task): what a failure to
+        #: write the branch cancels.
+        self._agent_scope: anyio.CancelScope | None = None
         self.agent_error: Exception | None = None
+        #: The writer's task, when the branch needs one (see _start_writer()): its cancel
+        #: scope, the event set when it ends, and how writing failed, if it did.
+        self._writer_scope: anyio.CancelScope | None = None
+        self._written: anyio.Event | None = None
+        self.write_error: Exception | None = None
         #: Streamed responses produced by hand, to end if the agent function leaves them open.
         self.hand_streams: list[StreamedMessage] | None = None
         #: The calls this call's agent started with start_asking(), made when there is one.
@@ -144,7 +161,13 @@ class Call:
         reply_to: str | Message | MessagePromise | None,
         metadata: FrozenDict,
     ) -> None:
-        """Queue flattened content on the ``"requests"`` or ``"responses"`` feed (never blocks)."""
+        """Queue flattened content on the ``"requests"`` or ``"responses"`` feed (never blocks).
+
+        Text responses are placed at once while nothing waits to be placed before them and
+        the store allows it (``Writer.place_now``); the first item that has to wait (a
+        streamed message, a promise, a store that waits) starts the writer's task, which
+        places it and every item after it.
+        """
         stream = self.request_feed if feed == "requests" else self.response_feed
         if feed == "responses":
             for item in items:
@@ -152,6 +175,11 @@ class Call:
                     if self.hand_streams is None:
                         self.hand_streams = []
                     self.hand_streams.append(item)
+            if self._written is None and not (stream.closed or stream.dropped):
+                if self.writer.places_now and (reply_to is None or isinstance(reply_to, str)):
+                    items = self._respond_now(items, reply_to, metadata)
+                if items and self._written is None and not stream.dropped:
+                    self._start_writer()
         try:
             for item in items:
                 stream.send((item, reply_to, metadata))
@@ -166,6 +194,65 @@ class Call:
         except BrokenResourceError:
             # The call has already ended in an error, recorded in its branch.
             return
+
+    def _respond_now(
+        self, items: list[Item], reply_to: str | None, metadata: FrozenDict
+    ) -> list[Item]:
+        """Place the texts at the head of ``items`` at once; return the items after them."""
+        writer = self.writer
+        for index, item in enumerate(items):
+            if not isinstance(item, str):
+                return items[index:]
+            try:
+                writer.place_now(item, reply_to, metadata)
+            except Exception as exc:
+                self._writing_failed(exc)
+                return []
+        return []
+
+    def _start_writer(self) -> None:
+        """Start the task that places what is queued on the feeds, in the forum's task group.
+
+        It runs beside the agent function (this call's task) until the function has ended
+        and every response it queued is placed; cancelling the call cancels it too.
+        """
+        backend = self.state.backend
+        self._written = backend.create_event()
+        self._writer_scope = backend.create_cancel_scope()
+        if self._cancelled:
+            self._writer_scope.cancel()
+        self.state.task_group.start_soon(self._write, name=f"writer of {self.agent.alias}")
+
+    async def _write(self) -> None:
+        current_call.set(None)  # it iterates sequences, but it is not the agent function
+        assert self._writer_scope is not None
+        assert self._written is not None
+        writer = self.writer
+        try:
+            with self._writer_scope:
+                try:
+                    if writer.call_message is None:  # a leader has placed its requests already
+                        await writer.write_requests()
+                    await writer.write_responses()
+                except Exception as exc:
+                    self._writing_failed(exc)
+        finally:
+            self._written.set()
+
+    def _writing_failed(self, exc: Exception) -> None:
+        """The branch cannot be written further: stop the agent function, drop what comes.
+
+        The failure is recorded once the function has ended (see :meth:`execute`).
+        """
+        # The agent function's scope is made before anything can write (execute()).
+        assert self._agent_scope is not None
+        self.write_error = exc
+        self._agent_scope.cancel()
+        self.response_feed.drop()
+
+    async def _join_writer(self) -> None:
+        if self._written is not None:
+            await self._written.wait()
 
     def close_requests(self) -> None:
         self.requests_closed = True
@@ -191,7 +278,11 @@ class Call:
 
     def cancel_run(self) -> None:
         """Cancel what runs in this call: its task, its agent function, its nested calls."""
-        self._scope.cancel()
+        self._cancelled = True
+        if self._scope is not None:
+            self._scope.cancel()
+        if self._writer_scope is not None:
+            self._writer_scope.cancel()
         for child in self.children or ():
             child.cancel()
 
@@ -201,7 +292,7 @@ class Call:
             self.children = []
         self.children.append(child)
         self._unfinished += 1
-        if self._scope.cancel_called:
+        if self._cancelled:
             child.cancel()
 
     def detach(self) -> None:
@@ -218,7 +309,7 @@ class Call:
     async def _join_children(self) -> None:
         """Wait until every call nested in this one has ended."""
         while self._unfinished:
-            self._joined = anyio.Event()
+            self._joined = self.state.backend.create_event()
             await self._joined.wait()
 
     def taint(self) -> None:
@@ -233,14 +324,17 @@ class Call:
     async def run(self) -> None:
         """The call's task: answers the call, and returns when its branch and children end."""
         current_call.set(None)
+        scope = self._scope = self.state.backend.create_cancel_scope()
+        if self._cancelled:
+            scope.cancel()
         try:
-            with self._scope:
+            with scope:
                 if self.cached:
                     await _flight.answer(self)
                 else:
                     await self.execute()
                 await self._join_children()
-            if self._scope.cancelled_caught:
+            if scope.cancelled_caught:
                 await self._end_cancelled()
             elif self.key is not None and self.clean:
                 await _flight.remember(self)
@@ -256,6 +350,7 @@ class Call:
         """Record the cancellation, once the calls nested in this one have ended too."""
         for child in self.children or ():
             child.cancel()
+        await self._join_writer()
         await self._join_children()
         if self.requests.closed and self.writer.log.closed:
             return  # the branch was complete; only calls nested in it were cancelled
@@ -285,42 +380,39 @@ class Call:
         self.requests.owner = self.responses.owner = None
 
     async def execute(self) -> None:
-        """Run the agent function in a task group of its own while this task writes the branch.
+        """Run the agent function in this task, while its branch is written.
 
-        If writing fails, the agent function is cancelled (not the calls nested in it), and
-        the failure is recorded once its function has ended.
+        The text responses of the function are placed as it responds (``send``); anything
+        else, and the requests of a call whose requests are still open, by a task of their
+        own (:meth:`_start_writer`). If writing fails, the agent function is cancelled (not
+        the calls nested in it), and the failure is recorded once its function has ended.
         """
         self.state.agents_run += 1
-        agent_scope = anyio.CancelScope()
         writer = self.writer
-        async with anyio.create_task_group() as group:
-            group.start_soon(self._run_agent, agent_scope, name=f"agent {self.agent.alias}")
-            try:
-                if writer.call_message is None:  # a leader has placed its requests already
-                    await writer.write_requests()
-                await writer.write_responses()
-            except Exception as exc:
-                agent_scope.cancel()
-                # The agent function closes the response feed when it ends.
-                await self.response_feed.wait_closed()
-                cause: Exception | None = exc
-            else:
-                # The response feed is closed: the agent function has ended.
-                cause = self.agent_error
+        if writer.call_message is None:
+            self._start_writer()  # the agent function may read the requests as they come
+        await self._run_agent()
+        await self._join_writer()
+        cause = self.write_error if self.write_error is not None else self.agent_error
         if cause is None:
             writer.log.close()
         else:
             await writer.record_failure(cause)
 
-    async def _run_agent(self, scope: anyio.CancelScope) -> None:
-        current_call.set(self)
-        context = InteractionContext(self)
+    async def _run_agent(self) -> None:
+        token = current_call.set(self)
+        self.cursor = RequestCursor(self)
+        context = InteractionContext(self, self.cursor)
+        backend = self.state.backend
+        # Made before this task first waits: the writer's task, started already or later,
+        # finds it to cancel (_writing_failed).
+        scope = self._agent_scope = backend.create_cancel_scope()
         cancelled = False
         try:
             with scope:
                 try:
                     # A call cancelled before its task ran runs none of its agent's code.
-                    await anyio.lowlevel.checkpoint_if_cancelled()
+                    await backend.checkpoint_if_cancelled()
                     await self.agent.function(context, **self.kwargs)
                 except Exception as exc:
                     self.agent_error = exc
@@ -328,6 +420,7 @@ class Call:
                     cancelled = True
                     raise
         finally:
+            current_call.reset(token)
             self.response_feed.close()
             for call in self.open_calls or ():
                 call.close_requests()

@@ -12,7 +12,7 @@ from .._promises import MessageSequence
 if TYPE_CHECKING:
     from .._agents import Agent
     from .._forum import Forum
-    from .._promises import MessagePromise
+    from .._promises import MessagePromise, RequestCursor
     from .._stores._protocol import MessageStore
     from ._call import Call
 
@@ -30,14 +30,14 @@ class InteractionContext:
 
     __slots__ = ("_call", "agent", "forum", "request_messages")
 
-    def __init__(self, call: Call) -> None:
+    def __init__(self, call: Call, cursor: RequestCursor) -> None:
         self._call = call
         #: The agent being called.
         self.agent: Agent = call.agent
         #: The agent's forum.
         self.forum: Forum = call.state.forum
         #: The requests, as promises, as they arrive (full duplex: before they all exist).
-        self.request_messages = MessageSequence(call.requests, self.forum, call.cursor)
+        self.request_messages = MessageSequence(call.requests, self.forum, cursor)
 
     def __repr__(self) -> str:
         return f"<InteractionContext of {self.agent.alias!r}>"

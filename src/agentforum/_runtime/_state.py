@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import attrs
+from anyio.lowlevel import current_token
 
 if TYPE_CHECKING:
-    from anyio.abc import TaskGroup
+    from anyio.abc import AsyncBackend, TaskGroup
 
     from .._forum import Forum
     from .._promises import Failure
@@ -54,6 +55,7 @@ class ForumState:
 
     __slots__ = (
         "agents_run",
+        "backend",
         "cache_hits",
         "cache_misses",
         "calls_followed",
@@ -75,6 +77,10 @@ class ForumState:
         self.store = store
         #: Where every call's task runs.
         self.task_group = task_group
+        #: The AnyIO backend the forum runs on (it runs in one event loop from its entry to
+        #: its exit): the calls make their cancel scopes and events with it, instead of
+        #: asking which library runs (``sniffio``) for each one as ``anyio.Event()`` does.
+        self.backend: type[AsyncBackend] = current_token().backend_class
         #: How the calls' branches ended in error, for ``strict_errors``.
         self.failures: list[Failure] = []
         #: The store's errors that kept a call's ErrorMessage out of the tree.

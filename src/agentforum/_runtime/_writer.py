@@ -13,6 +13,7 @@ from .._exceptions import AgentError
 from .._json import FrozenDict
 from .._messages import CallMessage, ErrorMessage, Message, forward_of
 from .._promises import Failure, MessagePromise, MessageSequence, SequenceLog, StreamedMessage
+from .._stores._memory import MemoryStore
 
 if TYPE_CHECKING:
     from .._stores._protocol import MessageStore
@@ -70,6 +71,7 @@ class Writer:
     __slots__ = (
         "_call",
         "_call_placed",
+        "_memory",
         "_store",
         "call_message",
         "end",
@@ -94,11 +96,27 @@ class Writer:
         #: others follow, the log those others read (see ``_flight.leave``).
         self.log: SequenceLog = call.responses
         self._call_placed: anyio.Event | None = None
+        #: The store, if it stores without waiting (``MemoryStore._put_now``): a
+        #: MemoryStore whose puts are its own (a subclass that overrides them is used
+        #: through them).
+        self._memory: MemoryStore | None = (
+            store
+            if isinstance(store, MemoryStore)
+            and type(store).put is MemoryStore.put
+            and type(store).put_many is MemoryStore.put_many
+            else None
+        )
 
     # -- storing ------------------------------------------------------------------------------
 
     async def put(self, message: Message) -> None:
-        await self._store.put(message)
+        memory = self._memory
+        if memory is not None:
+            # MemoryStore.put, with the checkpoint made by the forum's backend.
+            await memory._checkpoint(self._call.state.backend)
+            memory._put_now(message)
+        else:
+            await self._store.put(message)
         self._call.state.messages_stored += 1
 
     async def put_many(self, messages: list[Message]) -> None:
@@ -155,7 +173,7 @@ class Writer:
         """
         if self.call_message is None:
             if self._call_placed is None:
-                self._call_placed = anyio.Event()
+                self._call_placed = self._call.state.backend.create_event()
             await self._call_placed.wait()
         assert self.call_message is not None
         return self.call_message.parent
@@ -179,7 +197,7 @@ class Writer:
         branch = caller.writer
         if branch.call_message is None and not caller.requests.closed:
             if branch._call_placed is None:
-                branch._call_placed = anyio.Event()
+                branch._call_placed = call.state.backend.create_event()
             await branch._call_placed.wait()
         if branch.call_message is not None:
             return branch.call_message.parent
@@ -214,6 +232,35 @@ class Writer:
                     feed.discard(len(batch) - 1)
                     continue
             await self.place(item, reply_to, metadata, alias, self.log)
+
+    @property
+    def places_now(self) -> bool:
+        """Whether a text response can be placed at once, without waiting (:meth:`place_now`).
+
+        When the store stores without waiting and the CallMessage is placed (responses
+        hang below it).
+        """
+        return self._memory is not None and self.stage is Stage.RESPONSES
+
+    def place_now(self, content: str, reply_to: str | None, metadata: FrozenDict) -> None:
+        """Place a text response at once, as :meth:`place` would (see :attr:`places_now`).
+
+        The runtime places a call's text responses this way while nothing is queued before
+        them, so that an agent function that responds with texts needs no task to write
+        them: its promise resolves as the message is stored, before ``respond()`` returns.
+        """
+        message = Message(
+            content=content,
+            sender=self._call.agent.alias,
+            metadata=metadata,
+            parent=self.end,
+            reply_to=self.reply_default if reply_to is None else reply_to,
+        )
+        assert self._memory is not None
+        self._memory._put_now(message)
+        self._call.state.messages_stored += 1
+        self.log.append(MessagePromise._of(message))
+        self.end = message.hash
 
     async def _place_texts(self, batch: list[Entry], sender: str) -> bool:
         """Place responses that are texts (with no reply_to to wait for) in one store call.

@@ -27,6 +27,8 @@ from ._refs import ANY, check_current, check_expected
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
+    from anyio.abc import AsyncBackend
+
     from ._refs import Expected
 
 
@@ -67,10 +69,18 @@ class MemoryStore(MessageStore):
     def __repr__(self) -> str:
         return f"<MemoryStore with {len(self._messages)} messages>"
 
-    async def _checkpoint(self) -> None:
+    async def _checkpoint(self, backend: type[AsyncBackend] | None = None) -> None:
+        """A cancellation point; one call in ``YIELD_EVERY`` a full checkpoint.
+
+        ``backend``: the AnyIO backend running, when the caller knows it (a forum's calls
+        do), which saves asking which library runs.
+        """
         self._operations += 1
         if self._operations % self.YIELD_EVERY:
-            await checkpoint_if_cancelled()
+            if backend is None:
+                await checkpoint_if_cancelled()
+            else:
+                await backend.checkpoint_if_cancelled()
         else:
             await checkpoint()
 
@@ -82,6 +92,11 @@ class MemoryStore(MessageStore):
 
     async def put(self, message: Message) -> None:
         await self._checkpoint()
+        self._put_now(message)
+
+    def _put_now(self, message: Message) -> None:
+        """:meth:`put` without its checkpoint: what a call's writer uses to place a text
+        response while its agent function runs (see ``_runtime/_writer.py``)."""
         if message.hash in self._messages:
             return
         for field, value in links(message):
