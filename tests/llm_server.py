@@ -196,7 +196,7 @@ class Stream(Reply):
         interleave: Send the fragments of the calls by turns (call 0, call 1, call 0,
             ...) rather than one call after the other, as a server may.
 
-    :attr:`sent` counts the tokens written so far.
+    :attr:`sent` counts the tokens written so far, each counted as its write begins.
     """
 
     def __init__(
@@ -262,8 +262,10 @@ class Stream(Reply):
         for index, token in enumerate(self.tokens):
             if not await self._may_send(exchange, index):
                 return False
-            await event(choice({"content": token}))
+            # Counted before the write: once the bytes are out, the client may read them
+            # before this task runs again.
             self.sent += 1
+            await event(choice({"content": token}))
         for delta in self._tool_call_deltas():
             await event(choice({"tool_calls": [delta]}))
         if not await self._may_finish(exchange):
