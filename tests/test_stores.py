@@ -833,6 +833,7 @@ async def test_a_claim_is_held_by_one_owner_until_released(claiming: ClaimingSto
     taken = await claiming.claim(CALL, "alice", 60)
     assert taken.owner == "alice"
     assert 0 < taken.lease_left <= 60
+    assert not taken.answered
     held = await claiming.claim(CALL, "bob", 60)
     assert held.owner == "alice"
     assert 0 < held.lease_left <= 60
@@ -867,6 +868,24 @@ async def test_waiting_for_a_claim_returns_once_it_is_released(claiming: Claimin
             group.start_soon(functools.partial(claiming.wait_released, CALL, poll=0.01))
             await anyio.wait_all_tasks_blocked()
             await claiming.release(CALL, "holder")
+
+
+async def test_recording_the_answer_releases_the_claim_and_wakes_the_waiters(
+    claiming: ClaimingStore,
+) -> None:
+    """put_cached of the call ends the claim on it, whoever holds it, and the wait for it;
+    a claim taken afterwards says that the call is answered."""
+    assert isinstance(claiming, MessageStore)
+    _, call, reply = every_kind()[:3]
+    await claiming.put_many([*every_kind()[:3]])
+    await claiming.claim(call.hash, "holder", 60)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            group.start_soon(functools.partial(claiming.wait_released, call.hash, poll=0.01))
+            await anyio.wait_all_tasks_blocked()
+            await claiming.put_cached(call.hash, [reply.hash])
+    after = await claiming.claim(call.hash, "late", 60)
+    assert (after.owner, after.answered) == ("late", True)
 
 
 async def test_waiting_for_a_claim_can_be_cancelled(claiming: ClaimingStore) -> None:

@@ -5,10 +5,11 @@ processes (and machines) that share a store, the store holds *claims*
 (:class:`ClaimingStore`): a call that misses the cache, and has no leader in its forum,
 claims its key (the CallMessage hash) before it runs the agent. Then:
 
-- it gets the claim: it reads the cache again (another process may have answered between
-  the miss and the claim), and leads. A task of the forum's renews the claim every
-  ``heartbeat`` seconds while the call runs, and releases it once the call has ended: its
-  answer is in the cache index by then, or it failed and nothing is.
+- it gets the claim: it reads the cache again if the claim says the call has an answer
+  (another process answered between the miss and the claim), and leads. A task of the
+  forum's renews the claim every ``heartbeat`` seconds while the call runs. Recording the
+  answer in the cache index releases the claim; a call that ends without recording one
+  (it failed, or was cancelled) has the task release it once the call has ended.
 - another process holds it: the call waits until the claim is released (woken by the
   store, or by the lease running out: the holder died), reads the cache, and replays the
   answer found there, as a hit does; if there is none (the holder failed, or died), it
@@ -79,7 +80,7 @@ async def lead(call: Call, key: str) -> bool:
             state.task_group.start_soon(_hold, store, key, owner, flight, state, name="a claim")
             # Another process may have answered between this call's miss and its claim (an
             # entry found wrong then was reported then).
-            if await _answered(call, key, warn=False):
+            if claim.answered and await _answered(call, key, warn=False):
                 state.cache_hits += 1
                 return False
             return True
@@ -102,7 +103,8 @@ async def _answered(call: Call, key: str, *, warn: bool = True) -> bool:
 async def _hold(
     store: ClaimingStore, key: str, owner: str, flight: _flight.Flight, state: ForumState
 ) -> None:
-    """Renew the claim every heartbeat until the call has ended (landed), then release it.
+    """Renew the claim every heartbeat until the call has ended (landed), then release it
+    unless recording the answer did.
 
     Runs in the forum's task group. A renewal or release the store fails is recorded as
     one of the store's errors (the forum raises it when it exits); the call goes on,
@@ -120,8 +122,10 @@ async def _hold(
                 except Exception as exc:
                     state.store_errors.append(exc)
     finally:
-        with anyio.CancelScope(shield=True):
-            try:
-                await store.release(key, owner)
-            except Exception as exc:
-                state.store_errors.append(exc)
+        # Recording the answer released the claim already (whoever held it by then).
+        if not flight.recorded:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await store.release(key, owner)
+                except Exception as exc:
+                    state.store_errors.append(exc)

@@ -41,16 +41,17 @@ class Flight:
 
     The leader (a :class:`Call`) runs the agent; each follower gives its consumers the
     leader's responses. ``landed`` once the leader's task has ended (the calls nested in
-    it too) and its answer is in the cache.
+    it too) and its answer is in the cache (``recorded``, if it had one to record).
     """
 
-    __slots__ = ("_landed", "followers", "landed", "leader")
+    __slots__ = ("_landed", "followers", "landed", "leader", "recorded")
 
     def __init__(self, leader: Call) -> None:
         self.leader = leader
         #: The calls that give their consumers the leader's responses.
         self.followers: set[Call] = set()
         self.landed = False
+        self.recorded = False
         self._landed: anyio.Event | None = None
 
     async def wait_landed(self) -> None:
@@ -315,3 +316,6 @@ async def remember(leader: Call) -> None:
         # The answer is out (its consumers have it); only the cache index lacks it. As for
         # any error the store cannot record, the forum raises it when it exits.
         leader.state.store_errors.append(exc)
+        return
+    if leader.flight is not None:
+        leader.flight.recorded = True

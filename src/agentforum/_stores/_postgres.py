@@ -380,11 +380,15 @@ class PostgresStore(MessageStore, ClaimingStore):
         def upsert(connection: Connection) -> None:
             # Stored messages never change: what is checked here holds when it is written.
             check_entry(call_hash, responses, _nodes(connection, [call_hash, *responses]))
-            connection.execute(
-                "INSERT INTO cache (call, responses) VALUES (%s, %s) "
-                "ON CONFLICT (call) DO UPDATE SET responses = excluded.responses",
-                (rows.key(call_hash), json.dumps(responses)),
-            )
+            key = rows.key(call_hash)
+            with connection.transaction():
+                connection.execute(
+                    "INSERT INTO cache (call, responses) VALUES (%s, %s) "
+                    "ON CONFLICT (call) DO UPDATE SET responses = excluded.responses",
+                    (key, json.dumps(responses)),
+                )
+                # The answer is recorded: the claim on the call in flight is over.
+                connection.execute(tables.RELEASE_ANSWERED, (key,))
 
         await self._run(upsert)
 
@@ -404,7 +408,7 @@ class PostgresStore(MessageStore, ClaimingStore):
                 connection.execute(tables.CLAIM, (key, owner, float(lease)))
                 found = connection.execute(tables.CLAIM_HOLDER, (key,)).fetchone()
             assert found is not None  # the row is locked by this transaction
-            return Claim(str(found[0]), max(0.0, float(cast("float", found[1]))))
+            return Claim(str(found[0]), max(0.0, float(cast("float", found[1]))), bool(found[2]))
 
         return await self._run(upsert)
 

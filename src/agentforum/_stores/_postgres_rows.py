@@ -57,14 +57,20 @@ CLAIM: Final = (
     "ON CONFLICT (call) DO UPDATE SET owner = excluded.owner, expires = excluded.expires "
     "WHERE claims.owner = excluded.owner OR claims.expires <= clock_timestamp()"
 )
-#: The claim's holder and the seconds its lease has left.
+#: The claim's holder, the seconds its lease has left, and whether the call is answered.
 CLAIM_HOLDER: Final = (
-    "SELECT owner, extract(epoch FROM expires - clock_timestamp())::float8 "
+    "SELECT owner, extract(epoch FROM expires - clock_timestamp())::float8, "
+    "EXISTS (SELECT 1 FROM cache WHERE cache.call = claims.call) "
     "FROM claims WHERE call = %s"
 )
 #: Release a claim held by an owner, and tell the listeners (when the transaction commits).
 RELEASE: Final = (
     "WITH gone AS (DELETE FROM claims WHERE call = %s AND owner = %s RETURNING call) "
+    f"SELECT pg_notify('{CLAIMS_CHANNEL}', encode(call, 'hex')) FROM gone"
+)
+#: Release a claim whoever holds it (its call is answered), and tell the listeners.
+RELEASE_ANSWERED: Final = (
+    "WITH gone AS (DELETE FROM claims WHERE call = %s RETURNING call) "
     f"SELECT pg_notify('{CLAIMS_CHANNEL}', encode(call, 'hex')) FROM gone"
 )
 #: Whether a live claim is held on a call.

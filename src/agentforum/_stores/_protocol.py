@@ -39,10 +39,14 @@ class Claim:
             taken, taken over or renewed; another, whose lease is still running, when not.
         lease_left: Seconds until the holder's lease runs out (unless it renews it first),
             by the store's clock.
+        answered: Whether the cache index held an entry for the call at that moment: the
+            call was answered since the caller last looked, which it should look at again
+            before it runs the call.
     """
 
     owner: str
     lease_left: float
+    answered: bool = False
 
 
 @runtime_checkable
@@ -213,11 +217,12 @@ class ClaimingStore(Protocol):
     A store that several processes share (:class:`SQLiteStore`, :class:`PostgresStore`)
     holds *claims* on the calls in flight: a forum that misses the cache claims the call's
     :class:`CallMessage` hash before it runs the agent. The claim holds for a *lease*,
-    which the holder renews (its heartbeat) while the agent runs; it releases the claim
-    once the answer is in the cache index, or once the call has failed. Another process
-    making the same call meanwhile finds the claim held, waits until it is released (or its
-    lease runs out: the holder died), and then answers from the cache, or claims the call
-    and runs it. See ``docs/caching.md``.
+    which the holder renews (its heartbeat) while the agent runs. Recording the answer
+    (:meth:`MessageStore.put_cached`) releases the claim, whoever holds it, and wakes
+    whoever waits for it, in the same step; a call that fails releases its claim
+    (:meth:`release`). Another process making the same call meanwhile finds the claim held,
+    waits until it is released (or its lease runs out: the holder died), and then answers
+    from the cache, or claims the call and runs it. See ``docs/caching.md``.
 
     A store that lacks these methods keeps single flight within each forum. The owner of a
     claim is an opaque text that never enters a message or a hash. Every method is a

@@ -576,11 +576,15 @@ class SQLiteStore(MessageStore, ClaimingStore):
 
         def upsert(connection: sqlite3.Connection) -> None:
             check_entry(call_hash, responses, rows.nodes(connection))
-            connection.execute(
-                "INSERT INTO cache (call, responses) VALUES (?, ?) "
-                "ON CONFLICT (call) DO UPDATE SET responses = excluded.responses",
-                (rows.key(call_hash), json.dumps(responses)),
-            )
+            key = rows.key(call_hash)
+            with _transaction(connection):
+                connection.execute(
+                    "INSERT INTO cache (call, responses) VALUES (?, ?) "
+                    "ON CONFLICT (call) DO UPDATE SET responses = excluded.responses",
+                    (key, json.dumps(responses)),
+                )
+                # The answer is recorded: the claim on the call in flight is over.
+                connection.execute("DELETE FROM claims WHERE call = ?", (key,))
 
         await self._run(upsert, write=True)
 
@@ -599,10 +603,8 @@ class SQLiteStore(MessageStore, ClaimingStore):
             with _transaction(connection):
                 now = time.time()
                 connection.execute(rows.CLAIM, (key, owner, now + lease, now))
-                found = connection.execute(
-                    "SELECT owner, expires FROM claims WHERE call = ?", (key,)
-                ).fetchone()
-            return Claim(str(found[0]), max(0.0, float(found[1]) - now))
+                found = connection.execute(rows.CLAIM_HOLDER, (key,)).fetchone()
+            return Claim(str(found[0]), max(0.0, float(found[1]) - now), bool(found[2]))
 
         return await self._run(upsert, write=True)
 

@@ -73,6 +73,11 @@ CREATE TABLE IF NOT EXISTS claims (
     expires REAL NOT NULL
 ) WITHOUT ROWID
 """
+#: The holder of a claim, when its lease runs out, and whether the call is answered.
+CLAIM_HOLDER: Final = (
+    "SELECT owner, expires, EXISTS (SELECT 1 FROM cache WHERE cache.call = claims.call) "
+    "FROM claims WHERE call = ?"
+)
 #: Take, take over or renew a claim (the parameters: call, owner, expiry, now).
 CLAIM: Final = (
     "INSERT INTO claims (call, owner, expires) VALUES (?, ?, ?) "
