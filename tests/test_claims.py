@@ -26,6 +26,7 @@ import pytest
 
 from agentforum import (
     AgentCancelled,
+    Claim,
     Forum,
     InteractionContext,
     MemoryStore,
@@ -34,7 +35,9 @@ from agentforum import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import AsyncIterator, Iterator
+
+    from agentforum import MessageSequence
 
 WORKER = Path(__file__).with_name("flight_worker.py")
 #: A safety bound on each line awaited from a worker (never reached when all is well).
@@ -121,6 +124,28 @@ def start(
     return started[0], started[1]
 
 
+def one_runs_one_waits(
+    workers: list[Worker], db: str, runs: Path, lease: float, heartbeat: float
+) -> tuple[Worker, Worker]:
+    """Start two workers; the first (asyncio) starts the call, and its agent runs; then the
+    second (Trio) makes the same call, and waits for the first's claim. Return them."""
+    running, waiting = start(workers, db, runs, lease, heartbeat)
+    running.send("go")
+    assert running.read_line() == "started"
+    waiting.send("go")
+    assert waiting.read_line() == "waiting"
+    return running, waiting
+
+
+def assert_runs_it_again(worker: Worker, runs: Path, db: str) -> None:
+    """The worker that waited runs the agent (the second run) and answers; no claim is left."""
+    assert worker.read_line() == "started"
+    worker.send("answer")
+    assert worker.outcome()["contents"] == ["the answer to question"]
+    assert runs.read_text() == "run\nrun\n"
+    assert claims_left(db) == []
+
+
 def claims_left(db: str) -> list[Any]:
     """The claims the database still holds."""
     if db.startswith("postgresql://"):
@@ -174,18 +199,10 @@ def test_a_worker_killed_mid_call_is_taken_over_once_its_lease_runs_out(
     worker waiting for it then claims the call, runs the agent and answers; fsck finds the
     database sound."""
     runs = tmp_path / "runs"
-    doomed, survivor = start(workers, db, runs, 1, 0.25)
-    doomed.send("go")
-    assert doomed.read_line() == "started"
-    survivor.send("go")
-    assert survivor.read_line() == "waiting"
+    doomed, survivor = one_runs_one_waits(workers, db, runs, 1, 0.25)
     doomed.process.send_signal(signal.SIGKILL)
     assert doomed.process.wait(PATIENCE) == -signal.SIGKILL
-    assert survivor.read_line() == "started"
-    survivor.send("answer")
-    assert survivor.outcome()["contents"] == ["the answer to question"]
-    assert runs.read_text() == "run\nrun\n"
-    assert claims_left(db) == []
+    assert_runs_it_again(survivor, runs, db)
     assert problems(db) == []
 
 
@@ -195,29 +212,32 @@ def test_a_failed_call_releases_its_claim_and_the_waiting_worker_runs_it(
     """A call whose agent fails releases its claim at once (its lease is 60 s) without a
     cache entry: the worker waiting for it runs the call itself, and answers."""
     runs = tmp_path / "runs"
-    waiting, failing = start(workers, db, runs, 60, 2)
-    failing.send("go")
-    assert failing.read_line() == "started"
-    waiting.send("go")
-    assert waiting.read_line() == "waiting"
+    failing, waiting = one_runs_one_waits(workers, db, runs, 60, 2)
     failing.send("fail")
     assert failing.outcome() == {"error": "the model is down"}
-    assert waiting.read_line() == "started"
-    waiting.send("answer")
-    assert waiting.outcome()["contents"] == ["the answer to question"]
-    assert runs.read_text() == "run\nrun\n"
-    assert claims_left(db) == []
+    assert_runs_it_again(waiting, runs, db)
 
 
 # -- two forums in one process, each with a store of its own on one file ----------------------
 
 
 class Watched(SQLiteStore):
-    """An SQLite store that tells the test when a call starts waiting for a claim."""
+    """An SQLite store that tells the test when a call starts waiting for a claim, and when
+    a holder renews its claim."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         self.waiting = anyio.Event()
+        self.renewed = anyio.Event()
+        self.held: list[Claim] = []
+
+    async def claim(self, call_hash: str, owner: str, lease: float) -> Claim:
+        claim = await super().claim(call_hash, owner, lease)
+        if claim.owner == owner:
+            if any(held.owner == owner for held in self.held):
+                self.renewed.set()
+            self.held.append(claim)
+        return claim
 
     async def wait_released(self, call_hash: str, *, poll: float) -> None:
         self.waiting.set()
@@ -242,82 +262,99 @@ class Pair:
         async for request in ctx.request_messages:
             ctx.respond(f"the answer to {(await request).content}")
 
+    async def one_runs_others_wait(
+        self, calls: int
+    ) -> tuple[MessageSequence, list[MessageSequence]]:
+        """Forum 0's call runs its agent; then ``calls`` identical calls of forum 1, the first
+        of which waits for the claim (the others follow it). Return the calls."""
+        first = self.agents[0].ask("question")
+        await self.started.wait()
+        others = [self.agents[1].ask("question") for _ in range(calls)]
+        await self.stores[1].waiting.wait()
+        return first, others
+
     async def aclose(self) -> None:
         for store in self.stores:
             await store.aclose()
 
 
+@pytest.fixture
+async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
+    """Two forums on one new SQLite file, their stores closed after the test."""
+    made = Pair(tmp_path / "shared.db")
+    try:
+        yield made
+    finally:
+        await made.aclose()
+
+
 @pytest.mark.anyio
-async def test_calls_waiting_for_another_forums_claim_replay_its_answer(tmp_path: Path) -> None:
+async def test_calls_waiting_for_another_forums_claim_replay_its_answer(
+    pair: Pair, tmp_path: Path
+) -> None:
     """A call of another forum on the same file waits for the claim and replays the answer
     from the cache; an identical call of its own forum follows it: one run for all three."""
-    pair = Pair(tmp_path / "shared.db")
-    try:
-        async with pair.forums[0], pair.forums[1]:
-            first = pair.agents[0].ask("question")
-            await pair.started.wait()
-            waiting = pair.agents[1].ask("question")
-            following = pair.agents[1].ask("question")
-            await pair.stores[1].waiting.wait()
-            pair.go.set()
-            answers = [await call.messages() for call in (first, waiting, following)]
-        assert answers[0] == answers[1] == answers[2]
-        assert pair.runs == 1
-        statistics = pair.forums[1].statistics()
-        assert (statistics.agents_run, statistics.calls_followed) == (0, 2)
-        assert claims_left(str(tmp_path / "shared.db")) == []
-    finally:
-        await pair.aclose()
+    async with pair.forums[0], pair.forums[1]:
+        first, others = await pair.one_runs_others_wait(2)
+        pair.go.set()
+        answers = [await call.messages() for call in (first, *others)]
+    assert answers[0] == answers[1] == answers[2]
+    assert pair.runs == 1
+    statistics = pair.forums[1].statistics()
+    assert (statistics.agents_run, statistics.calls_followed) == (0, 2)
+    assert claims_left(str(tmp_path / "shared.db")) == []
+
+
+@pytest.mark.anyio
+async def test_the_holder_renews_its_claim_every_heartbeat_while_its_call_runs(
+    pair: Pair,
+) -> None:
+    """While its agent runs, the call's forum renews the claim (same owner, a new lease);
+    the waiting call goes on waiting, and the call still runs once."""
+    async with pair.forums[0], pair.forums[1]:
+        first, (waiting,) = await pair.one_runs_others_wait(1)
+        with anyio.fail_after(PATIENCE):  # a bound, should renewals never come
+            await pair.stores[0].renewed.wait()
+        taken, renewed = pair.stores[0].held[:2]
+        assert renewed.owner == taken.owner
+        pair.go.set()
+        assert await waiting.messages() == await first.messages()
+    assert pair.runs == 1
 
 
 @pytest.mark.anyio
 async def test_a_waiting_call_left_by_its_consumers_goes_on_for_its_followers(
-    tmp_path: Path,
+    pair: Pair,
 ) -> None:
     """The consumers of a call waiting for another forum's claim cancel it while an
     identical call follows it: they get AgentCancelled, the follower the answer."""
-    pair = Pair(tmp_path / "shared.db")
-    try:
-        async with pair.forums[0], pair.forums[1]:
-            first = pair.agents[0].ask("question")
-            await pair.started.wait()
-            impatient = pair.agents[1].ask("question")
-            patient = pair.agents[1].ask("question")
-            await pair.stores[1].waiting.wait()
-            await anyio.wait_all_tasks_blocked()
-            impatient.cancel()
-            with pytest.raises(AgentCancelled):
-                await impatient.messages()
-            pair.go.set()
-            assert await patient.messages() == await first.messages()
-        assert pair.runs == 1
-    finally:
-        await pair.aclose()
+    async with pair.forums[0], pair.forums[1]:
+        first, (impatient, patient) = await pair.one_runs_others_wait(2)
+        await anyio.wait_all_tasks_blocked()
+        impatient.cancel()
+        with pytest.raises(AgentCancelled):
+            await impatient.messages()
+        pair.go.set()
+        assert await patient.messages() == await first.messages()
+    assert pair.runs == 1
 
 
 @pytest.mark.anyio
 async def test_a_cancelled_call_releases_its_claim_and_the_waiting_call_runs(
-    tmp_path: Path,
+    pair: Pair,
 ) -> None:
     """A call cancelled while its agent runs releases its claim (its lease is a minute):
     the call of the other forum that waited runs the agent itself, and answers."""
-    pair = Pair(tmp_path / "shared.db")
-    try:
-        async with pair.forums[0], pair.forums[1]:
-            cancelled = pair.agents[0].ask("question")
-            await pair.started.wait()
-            waiting = pair.agents[1].ask("question")
-            await pair.stores[1].waiting.wait()
-            cancelled.cancel()
-            with pytest.raises(AgentCancelled):
-                await cancelled.messages()
-            pair.go.set()
-            answer = await waiting.messages()
-        assert [message.content for message in answer] == ["the answer to question"]
-        assert pair.runs == 2
-        assert pair.forums[1].statistics().agents_run == 1
-    finally:
-        await pair.aclose()
+    async with pair.forums[0], pair.forums[1]:
+        cancelled, (waiting,) = await pair.one_runs_others_wait(1)
+        cancelled.cancel()
+        with pytest.raises(AgentCancelled):
+            await cancelled.messages()
+        pair.go.set()
+        answer = await waiting.messages()
+    assert [message.content for message in answer] == ["the answer to question"]
+    assert pair.runs == 2
+    assert pair.forums[1].statistics().agents_run == 1
 
 
 @pytest.mark.anyio

@@ -81,15 +81,16 @@ VALID_REF_NAMES = ["main", "feature/x", "v1.0", "ünïcødé", "日本", "x" * 2
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MessageStore]:
     """A fresh, empty store of each kind (an SQLiteStore in a new file, a PostgresStore in a
     new database of the tests' server), closed afterwards."""
-    new: MessageStore
-    if request.param == "memory":
-        new = MemoryStore()
-    elif request.param == "sqlite":
-        new = SQLiteStore(tmp_path / "s.db")
-    else:
-        new = PostgresStore(request.getfixturevalue("postgres_url"))
+    new = MemoryStore() if request.param == "memory" else shared(request, tmp_path)
     yield new
     await new.aclose()
+
+
+def shared(request: pytest.FixtureRequest, tmp_path: Path) -> SQLiteStore | PostgresStore:
+    """A new store that processes can share, of the kind ``request.param`` names."""
+    if request.param == "sqlite":
+        return SQLiteStore(tmp_path / "s.db")
+    return PostgresStore(request.getfixturevalue("postgres_url"))
 
 
 def message(content: str, parent: Message | None = None) -> Message:
@@ -812,11 +813,7 @@ CALL = "c" * 64
 @pytest.fixture(params=["sqlite", "postgres"])
 async def claiming(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ClaimingStore]:
     """A fresh store of each kind that holds claims, closed afterwards."""
-    new: SQLiteStore | PostgresStore
-    if request.param == "sqlite":
-        new = SQLiteStore(tmp_path / "s.db")
-    else:
-        new = PostgresStore(request.getfixturevalue("postgres_url"))
+    new = shared(request, tmp_path)
     yield new
     await new.aclose()
 

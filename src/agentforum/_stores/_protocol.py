@@ -55,7 +55,8 @@ class MessageStore(Protocol):
 
     A store is content-addressed: a message is stored under its hash, ``put`` is idempotent,
     and nothing stored ever changes. Refs (named pointers to messages) and the cache index
-    (which responses answered which call) are the only mutable parts. A store holds data
+    (which responses answered which call) are the only mutable parts (and the claims on
+    calls in flight, in a store that holds them: :class:`ClaimingStore`). A store holds data
     only: messages and their contents as ``docs/hashing.md`` defines them, never code.
 
     What every store must do with contents (format ``agentforum/2``):
