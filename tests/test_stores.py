@@ -15,6 +15,7 @@ import os
 import random
 import sqlite3
 import tempfile
+import uuid
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import anyio
@@ -35,6 +36,7 @@ import pg_server
 from agentforum import (
     AmbiguousHashError,
     CallMessage,
+    ClaimingStore,
     ErrorMessage,
     ForwardedMessage,
     MemoryStore,
@@ -79,15 +81,16 @@ VALID_REF_NAMES = ["main", "feature/x", "v1.0", "ünïcødé", "日本", "x" * 2
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MessageStore]:
     """A fresh, empty store of each kind (an SQLiteStore in a new file, a PostgresStore in a
     new database of the tests' server), closed afterwards."""
-    new: MessageStore
-    if request.param == "memory":
-        new = MemoryStore()
-    elif request.param == "sqlite":
-        new = SQLiteStore(tmp_path / "s.db")
-    else:
-        new = PostgresStore(request.getfixturevalue("postgres_url"))
+    new = MemoryStore() if request.param == "memory" else shared(request, tmp_path)
     yield new
     await new.aclose()
+
+
+def shared(request: pytest.FixtureRequest, tmp_path: Path) -> SQLiteStore | PostgresStore:
+    """A new store that processes can share, of the kind ``request.param`` names."""
+    if request.param == "sqlite":
+        return SQLiteStore(tmp_path / "s.db")
+    return PostgresStore(request.getfixturevalue("postgres_url"))
 
 
 def message(content: str, parent: Message | None = None) -> Message:
@@ -800,6 +803,147 @@ async def test_verify_reports_every_cache_entry_that_is_not_its_calls_branch(
             (UNKNOWN, "a cached call is not in the store"),
         ]
     )
+
+
+# -- claims on calls in flight (ClaimingStore) ---------------------------------------------------
+
+CALL = "c" * 64
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def claiming(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ClaimingStore]:
+    """A fresh store of each kind that holds claims, closed afterwards."""
+    new = shared(request, tmp_path)
+    yield new
+    await new.aclose()
+
+
+def test_the_memory_store_holds_no_claims() -> None:
+    """A MemoryStore serves one process, whose forums run identical calls once already: it
+    is no ClaimingStore (a forum on it keeps single flight within itself)."""
+    assert not isinstance(MemoryStore(), ClaimingStore)
+
+
+async def test_a_claim_is_held_by_one_owner_until_released(claiming: ClaimingStore) -> None:
+    """The first owner takes a free claim; another finds it held, with the lease left; the
+    holder renews it; a release by another owner does nothing; the holder's frees it."""
+    taken = await claiming.claim(CALL, "alice", 60)
+    assert taken.owner == "alice"
+    assert 0 < taken.lease_left <= 60
+    assert not taken.answered
+    held = await claiming.claim(CALL, "bob", 60)
+    assert held.owner == "alice"
+    assert 0 < held.lease_left <= 60
+    assert (await claiming.claim(CALL, "alice", 120)).lease_left > 60
+    await claiming.release(CALL, "bob")
+    assert (await claiming.claim(CALL, "bob", 60)).owner == "alice"
+    await claiming.release(CALL, "alice")
+    await claiming.release(CALL, "alice")
+    assert (await claiming.claim(CALL, "bob", 60)).owner == "bob"
+    assert (await claiming.claim("d" * 64, "carol", 60)).owner == "carol"
+
+
+async def test_a_claim_whose_lease_ran_out_is_taken_over(claiming: ClaimingStore) -> None:
+    """Once the holder's lease has run out (it stopped renewing: it died), another owner
+    takes the claim; the late holder's release then leaves the new holder's claim alone."""
+    await claiming.claim(CALL, "dead", 0.001)
+    with anyio.fail_after(10):
+        # Until the store's clock passes the lease: it is the time, not an order of tasks.
+        while (await claiming.claim(CALL, "heir", 60)).owner != "heir":  # noqa: ASYNC110
+            await anyio.sleep(0.001)
+    await claiming.release(CALL, "dead")
+    assert (await claiming.claim(CALL, "other", 60)).owner == "heir"
+
+
+async def test_waiting_for_a_claim_returns_once_it_is_released(claiming: ClaimingStore) -> None:
+    """wait_released returns at once for a call nobody claims, and otherwise once the
+    holder releases the claim."""
+    with anyio.fail_after(10):
+        await claiming.wait_released(CALL, poll=0.01)
+        await claiming.claim(CALL, "holder", 60)
+        async with anyio.create_task_group() as group:
+            group.start_soon(functools.partial(claiming.wait_released, CALL, poll=0.01))
+            await anyio.wait_all_tasks_blocked()
+            await claiming.release(CALL, "holder")
+
+
+async def test_recording_the_answer_releases_the_claim_and_wakes_the_waiters(
+    claiming: ClaimingStore,
+) -> None:
+    """put_cached of the call ends the claim on it, whoever holds it, and the wait for it;
+    a claim taken afterwards says that the call is answered."""
+    assert isinstance(claiming, MessageStore)
+    _, call, reply = every_kind()[:3]
+    await claiming.put_many([*every_kind()[:3]])
+    await claiming.claim(call.hash, "holder", 60)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            group.start_soon(functools.partial(claiming.wait_released, call.hash, poll=0.01))
+            await anyio.wait_all_tasks_blocked()
+            await claiming.put_cached(call.hash, [reply.hash])
+    after = await claiming.claim(call.hash, "late", 60)
+    assert (after.owner, after.answered) == ("late", True)
+
+
+async def test_waiting_for_a_claim_can_be_cancelled(claiming: ClaimingStore) -> None:
+    """A wait for a claim that is never released ends when it is cancelled."""
+    await claiming.claim(CALL, "holder", 60)
+    with anyio.fail_after(10), anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as group:
+            group.start_soon(functools.partial(claiming.wait_released, CALL, poll=0.01))
+            await anyio.wait_all_tasks_blocked()
+            scope.cancel()
+    assert scope.cancelled_caught
+
+
+@pytest.mark.parametrize(
+    ("call", "owner", "lease"),
+    [
+        ("abc", "o", 1.0),
+        ("C" * 64, "o", 1.0),
+        (CALL, "", 1.0),
+        (CALL, "o", 0),
+        (CALL, "o", -1),
+        (CALL, "o", float("inf")),
+        (CALL, "o", float("nan")),
+        (CALL, "o", True),
+    ],
+)
+async def test_a_claim_takes_a_full_hash_an_owner_and_a_positive_lease(
+    claiming: ClaimingStore, call: str, owner: str, lease: float
+) -> None:
+    """claim refuses a call that is not a full hash, an empty owner, a lease that is not a
+    positive number of seconds; release and wait_released refuse what is not a hash, and
+    wait_released a poll that is not positive."""
+    with pytest.raises(ValueError, match=r"full hash|owner|lease"):
+        await claiming.claim(call, owner, lease)
+    with pytest.raises(ValueError, match="full hash"):
+        await claiming.release("abc", "o")
+    with pytest.raises(ValueError, match="full hash"):
+        await claiming.wait_released("abc", poll=1)
+    with pytest.raises(ValueError, match="poll"):
+        await claiming.wait_released(CALL, poll=0)
+
+
+@hypothesis.settings(max_examples=20)
+@hypothesis.given(
+    steps=st.lists(st.tuples(st.booleans(), st.sampled_from(["a", "b", "c"])), max_size=12)
+)
+async def test_a_claim_has_one_holder_at_a_time(
+    claiming: ClaimingStore, steps: list[tuple[bool, str]]
+) -> None:
+    """For all sequences of claims and releases by several owners (leases that never run
+    out), the claim is held by the owner a model says: the first to claim it since it was
+    last released by its holder."""
+    call = uuid.uuid4().hex * 2  # a call of its own per example
+    holder: str | None = None
+    for claims, owner in steps:
+        if claims:
+            holder = holder or owner
+            assert (await claiming.claim(call, owner, 600)).owner == holder
+        else:
+            await claiming.release(call, owner)
+            holder = None if holder == owner else holder
 
 
 # -- integrity and closing --------------------------------------------------------------------

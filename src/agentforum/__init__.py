@@ -34,6 +34,8 @@ from ._runtime import ForumStatistics as ForumStatistics
 from ._runtime import InteractionContext as InteractionContext
 from ._stores._memory import MemoryStore as MemoryStore
 from ._stores._postgres import PostgresStore as PostgresStore
+from ._stores._protocol import Claim as Claim
+from ._stores._protocol import ClaimingStore as ClaimingStore
 from ._stores._protocol import IntegrityProblem as IntegrityProblem
 from ._stores._protocol import MessageStore as MessageStore
 from ._stores._sqlite import SQLiteStore as SQLiteStore
@@ -47,6 +49,8 @@ __all__ = (
     "AgentFunction",
     "AmbiguousHashError",
     "CallMessage",
+    "Claim",
+    "ClaimingStore",
     "EmptySequenceError",
     "ErrorMessage",
     "Forum",

@@ -13,6 +13,8 @@ from ._agents import Agent, AgentFunction
 from ._messages import Message, is_ref_name
 from ._promises import MessagePromise
 from ._runtime import ForumState, ForumStatistics, branch_of
+from ._runtime._claims import HEARTBEAT, LEASE
+from ._stores._claims import check_seconds
 from ._stores._memory import MemoryStore
 from ._stores._postgres import PostgresStore
 from ._stores._postgres_connect import is_url
@@ -62,8 +64,18 @@ class Forum:
             full disk, say), the exit raises that store error: by itself, or first of the
             agent errors (after the body's exception) when there are any.
 
+        lease: Seconds that a claim on a call in flight holds without a heartbeat, in a
+            store that processes share (single flight across processes, see
+            ``docs/caching.md``): a call whose process died is taken over by another
+            process this long after its last heartbeat. 60 by default.
+        heartbeat: Seconds between two renewals of a claim by the process that runs the
+            call (20 by default, less than ``lease``); on SQLite, a process waiting for
+            another's call also looks at its claim 80 times per heartbeat.
+
     Raises:
         TypeError: ``store`` is not a store.
+        ValueError: ``lease`` or ``heartbeat`` is not a positive number of seconds, or the
+            heartbeat is not shorter than the lease.
     """
 
     __slots__ = (
@@ -74,6 +86,8 @@ class Forum:
         "_store",
         "_task_group",
         "cache",
+        "heartbeat",
+        "lease",
         "strict_errors",
     )
 
@@ -83,7 +97,16 @@ class Forum:
         *,
         cache: bool = True,
         strict_errors: bool = True,
+        lease: float = LEASE,
+        heartbeat: float = HEARTBEAT,
     ) -> None:
+        check_seconds("lease", lease)
+        check_seconds("heartbeat", heartbeat)
+        if heartbeat >= lease:
+            raise ValueError(
+                f"the heartbeat ({heartbeat} s) must be shorter than the lease ({lease} s): a "
+                "claim would run out between two renewals"
+            )
         self._owns_store = False
         if store is None:
             store = MemoryStore()
@@ -103,6 +126,10 @@ class Forum:
         self.cache = cache
         #: Whether unobserved agent errors are raised when the forum exits.
         self.strict_errors = strict_errors
+        #: Seconds a claim on a call in flight holds without a heartbeat.
+        self.lease = lease
+        #: Seconds between two renewals of a claim on a call this forum runs.
+        self.heartbeat = heartbeat
         self._agents: dict[str, Agent] = {}
         self._task_group: TaskGroup | None = None
         # What the calls of the running block share (see _runtime.ForumState); the last

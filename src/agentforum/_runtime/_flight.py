@@ -8,7 +8,9 @@ the CallMessage is its key. Then, in this order:
 - the store's cache index answers the key: this call replays those messages;
 - otherwise this call leads: it runs the agent itself, and registers in the forum's flights,
   so that identical calls made meanwhile follow it. No object or task is made for the
-  flight until one does (:class:`Flight`).
+  flight until one does (:class:`Flight`). If the store holds claims, the call first claims
+  its key there, and follows an identical call in flight in another process instead, if
+  one holds the claim (``_claims.py``).
 
 A flight is cancelled only when all its callers have left it: the leader's consumers (when
 the leader is cancelled) and every follower. A leader whose consumers leave while others
@@ -27,6 +29,7 @@ from .._exceptions import IntegrityError, IntegrityWarning, MessageNotFoundError
 from .._messages import ErrorMessage, Message
 from .._promises import Failure, MessagePromise, SequenceLog
 from .._stores._cache import entry_problems
+from . import _claims
 from ._writer import CANCELLED, fail_log
 
 if TYPE_CHECKING:
@@ -38,16 +41,17 @@ class Flight:
 
     The leader (a :class:`Call`) runs the agent; each follower gives its consumers the
     leader's responses. ``landed`` once the leader's task has ended (the calls nested in
-    it too) and its answer is in the cache.
+    it too) and its answer is in the cache (``recorded``, if it had one to record).
     """
 
-    __slots__ = ("_landed", "followers", "landed", "leader")
+    __slots__ = ("_landed", "followers", "landed", "leader", "recorded")
 
     def __init__(self, leader: Call) -> None:
         self.leader = leader
         #: The calls that give their consumers the leader's responses.
         self.followers: set[Call] = set()
         self.landed = False
+        self.recorded = False
         self._landed: anyio.Event | None = None
 
     async def wait_landed(self) -> None:
@@ -85,20 +89,26 @@ async def answer(call: Call) -> None:
         return
     if leader is None:
         try:
-            cached = await _cached_answer(call, key)
+            cached = await cached_answer(call, key)
         except Exception as exc:
             await writer.record_failure(exc)
             return
         if cached is not None:
             state.cache_hits += 1
-            _replay(call, cached)
+            replay(call, cached)
             return
         leader = state.flights.get(key)  # an identical call may have started meanwhile
         if leader is None:
-            state.cache_misses += 1
             call.key = key
             state.flights[key] = call
-            await call.execute()
+            try:  # single flight across processes, if the store holds claims
+                runs = await _claims.lead(call, key)
+            except Exception as exc:
+                await writer.record_failure(exc)
+                return
+            if runs:
+                state.cache_misses += 1
+                await call.execute()
             return
     state.calls_followed += 1
     await _follow(call, leader)
@@ -125,13 +135,13 @@ def _inside(call: Call, leader: Call) -> bool:
     return False
 
 
-async def _cached_answer(call: Call, key: str) -> list[Message] | None:
+async def cached_answer(call: Call, key: str, *, warn: bool = True) -> list[Message] | None:
     """The responses the cache index recorded for this call: a hit, or ``None``, a miss.
 
     An entry is believed only if its responses are stored, verify, and form this call's
     own branch, so that an edited or corrupted store never answers with another call's
     answer. Any other entry is a miss (the agent runs, and its answer replaces the entry)
-    reported with an :class:`IntegrityWarning`.
+    reported with an :class:`IntegrityWarning`, unless ``warn`` is false (a second look).
     """
     call_message = call.writer.call_message
     assert call_message is not None
@@ -149,6 +159,8 @@ async def _cached_answer(call: Call, key: str) -> list[Message] | None:
         if not problems:
             return messages
         problem = problems[0]
+    if not warn:
+        return None
     warnings.warn(
         IntegrityWarning(
             f"call {key} is not answered from the cache: {problem}; run "
@@ -159,12 +171,13 @@ async def _cached_answer(call: Call, key: str) -> list[Message] | None:
     return None
 
 
-def _replay(call: Call, found: list[Message]) -> None:
+def replay(call: Call, found: list[Message]) -> None:
     """Respond with the messages that answered this call before (the cache hit)."""
+    log = call.writer.log  # its responses, or their copy if its consumers left it
     for message in found:
-        call.responses.append(MessagePromise._of(message))
+        log.append(MessagePromise._of(message))
         call.writer.end = message.hash
-    call.responses.close()
+    log.close()
 
 
 async def _follow(call: Call, leader: Call) -> None:
@@ -303,3 +316,6 @@ async def remember(leader: Call) -> None:
         # The answer is out (its consumers have it); only the cache index lacks it. As for
         # any error the store cannot record, the forum raises it when it exits.
         leader.state.store_errors.append(exc)
+        return
+    if leader.flight is not None:
+        leader.flight.recorded = True

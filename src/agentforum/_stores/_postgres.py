@@ -14,9 +14,10 @@ its own, so closing the store leaves none behind.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar, cast
 
 import anyio
+import anyio.from_thread
 import anyio.to_thread
 from anyio.lowlevel import RunVar
 
@@ -34,8 +35,9 @@ from . import _postgres_checks as checks
 from . import _postgres_rows as tables
 from . import _sqlite_rows as rows
 from ._cache import check_entry
+from ._claims import check_call, check_claim, check_seconds
 from ._postgres_connect import Pool, Target
-from ._protocol import IntegrityProblem, MessageStore
+from ._protocol import Claim, ClaimingStore, IntegrityProblem, MessageStore
 from ._refs import ANY, check_current, check_expected
 
 if TYPE_CHECKING:
@@ -51,8 +53,12 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+#: Seconds between two looks, by a thread waiting for a ``NOTIFY``, at whether its caller
+#: was cancelled: how long a cancelled :meth:`PostgresStore.wait_released` takes to return.
+LISTEN_CHECK: Final = 0.05
 
-class PostgresStore(MessageStore):
+
+class PostgresStore(MessageStore, ClaimingStore):
     """A :class:`MessageStore` in a PostgreSQL database, shared by any number of workers.
 
     The same store as :class:`SQLiteStore`, on a server: messages are rows holding their
@@ -374,13 +380,92 @@ class PostgresStore(MessageStore):
         def upsert(connection: Connection) -> None:
             # Stored messages never change: what is checked here holds when it is written.
             check_entry(call_hash, responses, _nodes(connection, [call_hash, *responses]))
-            connection.execute(
-                "INSERT INTO cache (call, responses) VALUES (%s, %s) "
-                "ON CONFLICT (call) DO UPDATE SET responses = excluded.responses",
-                (rows.key(call_hash), json.dumps(responses)),
-            )
+            key = rows.key(call_hash)
+            with connection.transaction():
+                connection.execute(
+                    "INSERT INTO cache (call, responses) VALUES (%s, %s) "
+                    "ON CONFLICT (call) DO UPDATE SET responses = excluded.responses",
+                    (key, json.dumps(responses)),
+                )
+                # The answer is recorded: the claim on the call in flight is over.
+                connection.execute(tables.RELEASE_ANSWERED, (key,))
 
         await self._run(upsert)
+
+    # -- claims on calls in flight ------------------------------------------------------------
+
+    async def claim(self, call_hash: str, owner: str, lease: float) -> Claim:
+        """Claim a call for ``owner``; see :meth:`ClaimingStore.claim`.
+
+        One transaction, in which the claim's row is locked; the lease is kept by the
+        server's clock, the one clock every worker on every machine shares.
+        """
+        check_claim(call_hash, owner, lease)
+        key = rows.key(call_hash)
+
+        def upsert(connection: Connection) -> Claim:
+            with connection.transaction():
+                connection.execute(tables.CLAIM, (key, owner, float(lease)))
+                found = connection.execute(tables.CLAIM_HOLDER, (key,)).fetchone()
+            assert found is not None  # the row is locked by this transaction
+            return Claim(str(found[0]), max(0.0, float(cast("float", found[1]))), bool(found[2]))
+
+        return await self._run(upsert)
+
+    async def release(self, call_hash: str, owner: str) -> None:
+        """Release ``owner``'s claim; see :meth:`ClaimingStore.release`.
+
+        The workers waiting for it (:meth:`wait_released`) are told with a ``NOTIFY`` on the
+        channel ``agentforum_claims``, sent when the release commits.
+        """
+        check_call(call_hash)
+
+        def delete(connection: Connection) -> None:
+            connection.execute(tables.RELEASE, (rows.key(call_hash), owner))
+
+        await self._run(delete)
+
+    async def wait_released(self, call_hash: str, *, poll: float) -> None:
+        """Wait until the claim on ``call_hash`` is released; see
+        :meth:`ClaimingStore.wait_released`.
+
+        Listens (``LISTEN agentforum_claims``) on a connection of its own, made for the
+        wait and closed after it, in a worker thread: each call waiting for another
+        worker's holds one thread and one connection meanwhile, beside the store's
+        ``max_connections``. Returns when the holder's release is announced; it does not
+        notice a lease running out (``poll`` is not used: nothing is polled). Cancelled, it
+        returns within 0.05 seconds, its connection closed.
+
+        Raises:
+            StoreError: no connection can be made, or it broke while waiting.
+        """
+        check_call(call_hash)
+        check_seconds("poll", poll)
+        await self.open()  # the database checked (and its schema made) as for any use
+        await anyio.to_thread.run_sync(self._wait_released, call_hash)
+
+    def _wait_released(self, call_hash: str) -> None:
+        import psycopg
+
+        key = rows.key(call_hash)
+        connection = self._target.connect()
+        try:
+            # Listening first, then looking: a release between the two is not missed.
+            connection.execute(f"LISTEN {tables.CLAIMS_CHANNEL}")
+            if connection.execute(tables.HELD, (key,)).fetchone() is None:
+                return
+            while True:
+                for notify in connection.notifies(timeout=LISTEN_CHECK, stop_after=1):
+                    if notify.payload == call_hash:
+                        return
+                anyio.from_thread.check_cancelled()
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"{self._target.display}: waiting for another worker's call: "
+                f"{self._target.scrub(str(exc))}"
+            ) from exc
+        finally:
+            connection.close()
 
     # -- integrity ----------------------------------------------------------------------------
 

@@ -36,10 +36,48 @@ SCHEMA_FORMAT: Final = FORMAT
 #: that processes opening one new database at the same moment create it once ("AFRM").
 CREATE_LOCK: Final = 0x4146524D
 
+# The claims on calls in flight (single flight across processes and machines): the holder,
+# and when its lease runs out, by the server's clock (one clock for every worker, whatever
+# their own say). Not part of the tree: nothing links to it, and neither `verify` nor
+# `export` reads it. A database made before claims existed gets the table when it is
+# opened (by a user allowed to create tables); an older agentforum ignores it, so the
+# schema version stays 1.
+CLAIMS_TABLE: Final = """
+CREATE TABLE IF NOT EXISTS claims (
+    call bytea PRIMARY KEY CHECK (length(call) = 32),
+    owner text NOT NULL,
+    expires timestamptz NOT NULL
+)"""
+#: Where a released claim is announced (``NOTIFY``), its payload the call's hex hash.
+CLAIMS_CHANNEL: Final = "agentforum_claims"
+#: Take, take over or renew a claim (the parameters: call, owner, lease in seconds).
+CLAIM: Final = (
+    "INSERT INTO claims (call, owner, expires) "
+    "VALUES (%s, %s, clock_timestamp() + make_interval(secs => %s)) "
+    "ON CONFLICT (call) DO UPDATE SET owner = excluded.owner, expires = excluded.expires "
+    "WHERE claims.owner = excluded.owner OR claims.expires <= clock_timestamp()"
+)
+#: The claim's holder, the seconds its lease has left, and whether the call is answered.
+CLAIM_HOLDER: Final = (
+    "SELECT owner, extract(epoch FROM expires - clock_timestamp())::float8, "
+    "EXISTS (SELECT 1 FROM cache WHERE cache.call = claims.call) "
+    "FROM claims WHERE call = %s"
+)
+#: Release a claim held by an owner, and tell the listeners (when the transaction commits).
+RELEASE: Final = (
+    "WITH gone AS (DELETE FROM claims WHERE call = %s AND owner = %s RETURNING call) "
+    f"SELECT pg_notify('{CLAIMS_CHANNEL}', encode(call, 'hex')) FROM gone"
+)
+#: Release a claim whoever holds it (its call is answered), and tell the listeners.
+RELEASE_ANSWERED: Final = (
+    "WITH gone AS (DELETE FROM claims WHERE call = %s RETURNING call) "
+    f"SELECT pg_notify('{CLAIMS_CHANNEL}', encode(call, 'hex')) FROM gone"
+)
+#: Whether a live claim is held on a call.
+HELD: Final = "SELECT 1 FROM claims WHERE call = %s AND expires > clock_timestamp()"
+
 # Hashes are bytea of 32 bytes. The foreign keys are checked when a transaction commits,
-# so that a batch may hold a child before its parent. A future table (the claims of calls
-# in flight, for single flight across processes) is one more CREATE TABLE and one more
-# schema version: nothing here assumes these five tables are all there is.
+# so that a batch may hold a child before its parent.
 SCHEMA: Final = f"""
 CREATE TABLE {META} (
     name text PRIMARY KEY,
@@ -71,6 +109,7 @@ CREATE TABLE cache (
     call bytea PRIMARY KEY REFERENCES messages (hash) DEFERRABLE INITIALLY DEFERRED,
     responses text NOT NULL
 );
+{CLAIMS_TABLE};
 INSERT INTO {META} (name, value) VALUES
     ('application', '{APPLICATION}'),
     ('schema', '{SCHEMA_VERSION}'),
@@ -196,6 +235,10 @@ def prepare(connection: psycopg.Connection[Row], *, create: bool, display: str) 
                 connection.execute(SCHEMA)
                 return
     _check_marks(marks, display)
+    if not _has_table(connection, "claims"):
+        with connection.transaction():  # a database made before claims existed
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (CREATE_LOCK,))
+            connection.execute(CLAIMS_TABLE)
 
 
 def _one(connection: psycopg.Connection[Row], query: str, *args: object) -> Any:
@@ -203,13 +246,20 @@ def _one(connection: psycopg.Connection[Row], query: str, *args: object) -> Any:
     return None if found is None else found[0]
 
 
+def _has_table(connection: psycopg.Connection[Row], name: str) -> bool:
+    """Whether the current schema holds a table ``name``."""
+    return bool(
+        _one(
+            connection,
+            "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = %s",
+            name,
+        )
+    )
+
+
 def _marks(connection: psycopg.Connection[Row]) -> dict[str, str] | None:
     """The rows of the marks table of the current schema, or None if it has none."""
-    if not _one(
-        connection,
-        "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = %s",
-        META,
-    ):
+    if not _has_table(connection, META):
         return None
     return {
         str(name): str(value)

@@ -30,13 +30,33 @@ class IntegrityProblem:
     reason: str
 
 
+@attrs.frozen
+class Claim:
+    """Who holds the claim on a call in flight, as :meth:`ClaimingStore.claim` found it.
+
+    Attributes:
+        owner: The owner that holds the claim now: the one that asked, when the claim was
+            taken, taken over or renewed; another, whose lease is still running, when not.
+        lease_left: Seconds until the holder's lease runs out (unless it renews it first),
+            by the store's clock.
+        answered: Whether the cache index held an entry for the call at that moment: the
+            call was answered since the caller last looked, which it should look at again
+            before it runs the call.
+    """
+
+    owner: str
+    lease_left: float
+    answered: bool = False
+
+
 @runtime_checkable
 class MessageStore(Protocol):
     """The asynchronous interface of a message store.
 
     A store is content-addressed: a message is stored under its hash, ``put`` is idempotent,
     and nothing stored ever changes. Refs (named pointers to messages) and the cache index
-    (which responses answered which call) are the only mutable parts. A store holds data
+    (which responses answered which call) are the only mutable parts (and the claims on
+    calls in flight, in a store that holds them: :class:`ClaimingStore`). A store holds data
     only: messages and their contents as ``docs/hashing.md`` defines them, never code.
 
     What every store must do with contents (format ``agentforum/2``):
@@ -188,4 +208,69 @@ class MessageStore(Protocol):
 
     async def aclose(self) -> None:
         """Release the store's resources. The forum that opened a store closes it."""
+        ...
+
+
+@runtime_checkable
+class ClaimingStore(Protocol):
+    """The optional part of a :class:`MessageStore` that runs a call once across processes.
+
+    A store that several processes share (:class:`SQLiteStore`, :class:`PostgresStore`)
+    holds *claims* on the calls in flight: a forum that misses the cache claims the call's
+    :class:`CallMessage` hash before it runs the agent. The claim holds for a *lease*,
+    which the holder renews (its heartbeat) while the agent runs. Recording the answer
+    (:meth:`MessageStore.put_cached`) releases the claim, whoever holds it, and wakes
+    whoever waits for it, in the same step; a call that fails releases its claim
+    (:meth:`release`). Another process making the same call meanwhile finds the claim held,
+    waits until it is released (or its lease runs out: the holder died), and then answers
+    from the cache, or claims the call and runs it. See ``docs/caching.md``.
+
+    A store that lacks these methods keeps single flight within each forum. The owner of a
+    claim is an opaque text that never enters a message or a hash. Every method is a
+    checkpoint.
+    """
+
+    async def claim(self, call_hash: str, owner: str, lease: float) -> Claim:
+        """Claim the call ``call_hash`` for ``owner`` for ``lease`` seconds, unless taken.
+
+        Takes the claim when nobody holds it, takes it over when its holder's lease has run
+        out, and renews it (a new lease from now) when ``owner`` holds it already; it is
+        one atomic step, also against other processes sharing the store. Otherwise it
+        leaves the claim to the owner that holds it.
+
+        Returns:
+            The claim as it is now: held by ``owner`` if the claim was taken, taken over or
+            renewed.
+
+        Raises:
+            ValueError: ``call_hash`` is not a full hash, ``owner`` is empty, or ``lease``
+                is not a positive number of seconds.
+        """
+        ...
+
+    async def release(self, call_hash: str, owner: str) -> None:
+        """Release ``owner``'s claim on ``call_hash`` and wake whoever waits for it.
+
+        Does nothing when ``owner`` does not hold the claim (it was taken over, or
+        released already).
+
+        Raises:
+            ValueError: ``call_hash`` is not a full hash.
+        """
+        ...
+
+    async def wait_released(self, call_hash: str, *, poll: float) -> None:
+        """Wait until the claim on ``call_hash`` may have been released.
+
+        Returns at once when nobody holds a live claim on it, else once the claim is
+        released. A store that others cannot wake (an SQLite file) looks again every
+        ``poll`` seconds, and returns too when it finds the lease run out; one whose
+        server tells it (PostgreSQL's ``LISTEN``) wakes when the claim is released, and
+        need not notice a lease running out: bound the wait with
+        ``anyio.move_on_after`` (``Claim.lease_left``). It may return early: a caller
+        claims again, or reads the cache, and waits again if need be. Cancellable.
+
+        Raises:
+            ValueError: ``call_hash`` is not a full hash, or ``poll`` is not positive.
+        """
         ...

@@ -15,6 +15,8 @@ import urllib.request
 import weakref
 from typing import TYPE_CHECKING, Final, TypeVar, cast
 
+import anyio
+
 from .._exceptions import AmbiguousHashError, IntegrityError, MessageNotFoundError, StoreError
 from .._hashing import FORMAT
 from .._messages import (
@@ -29,7 +31,8 @@ from .._messages import (
 from . import _sqlite_checks as checks
 from . import _sqlite_rows as rows
 from ._cache import check_entry
-from ._protocol import IntegrityProblem, MessageStore
+from ._claims import check_call, check_claim, check_seconds
+from ._protocol import Claim, ClaimingStore, IntegrityProblem, MessageStore
 from ._refs import ANY, check_current, check_expected
 from ._sqlite_worker import Worker
 
@@ -325,6 +328,13 @@ class _Database:
             # for the busy timeout: try again until it is done or the timeout is over.
             _while_locked(lambda: connection.execute("PRAGMA journal_mode = WAL"))
             self._create_schema(connection)
+        elif (
+            self._read_only is None
+            and not connection.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'claims'"
+            ).fetchone()
+        ):
+            connection.execute(rows.CLAIMS)  # a database written before claims existed
         # WAL with synchronous=NORMAL: a committed transaction survives the process being
         # killed (it is in the WAL file); only a power loss can undo the last ones.
         connection.execute("PRAGMA synchronous = NORMAL")
@@ -337,11 +347,12 @@ class _Database:
                 for statement in rows.SCHEMA.split(";"):
                     if statement.strip():
                         connection.execute(statement)
+                connection.execute(rows.CLAIMS)
                 connection.execute(f"PRAGMA application_id = {rows.APPLICATION_ID}")
                 connection.execute(f"PRAGMA user_version = {rows.SCHEMA_VERSION}")
 
 
-class SQLiteStore(MessageStore):
+class SQLiteStore(MessageStore, ClaimingStore):
     """A :class:`MessageStore` in an SQLite database file (the stdlib :mod:`sqlite3`).
 
     Messages are rows holding their fields (``docs/hashing.md``; the message's hash is
@@ -565,13 +576,69 @@ class SQLiteStore(MessageStore):
 
         def upsert(connection: sqlite3.Connection) -> None:
             check_entry(call_hash, responses, rows.nodes(connection))
-            connection.execute(
-                "INSERT INTO cache (call, responses) VALUES (?, ?) "
-                "ON CONFLICT (call) DO UPDATE SET responses = excluded.responses",
-                (rows.key(call_hash), json.dumps(responses)),
-            )
+            key = rows.key(call_hash)
+            with _transaction(connection):
+                connection.execute(
+                    "INSERT INTO cache (call, responses) VALUES (?, ?) "
+                    "ON CONFLICT (call) DO UPDATE SET responses = excluded.responses",
+                    (key, json.dumps(responses)),
+                )
+                # The answer is recorded: the claim on the call in flight is over.
+                connection.execute("DELETE FROM claims WHERE call = ?", (key,))
 
         await self._run(upsert, write=True)
+
+    # -- claims on calls in flight ------------------------------------------------------------
+
+    async def claim(self, call_hash: str, owner: str, lease: float) -> Claim:
+        """Claim a call for ``owner``; see :meth:`ClaimingStore.claim`.
+
+        The lease is kept by this machine's clock, which every process sharing the file
+        reads (a clock set back or forward moves every lease with it).
+        """
+        check_claim(call_hash, owner, lease)
+        key = rows.key(call_hash)
+
+        def upsert(connection: sqlite3.Connection) -> Claim:
+            with _transaction(connection):
+                now = time.time()
+                connection.execute(rows.CLAIM, (key, owner, now + lease, now))
+                found = connection.execute(rows.CLAIM_HOLDER, (key,)).fetchone()
+            return Claim(str(found[0]), max(0.0, float(found[1]) - now), bool(found[2]))
+
+        return await self._run(upsert, write=True)
+
+    async def release(self, call_hash: str, owner: str) -> None:
+        check_call(call_hash)
+
+        def delete(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "DELETE FROM claims WHERE call = ? AND owner = ?", (rows.key(call_hash), owner)
+            )
+
+        await self._run(delete, write=True)
+
+    async def wait_released(self, call_hash: str, *, poll: float) -> None:
+        """Wait until the claim on ``call_hash`` is released or its lease has run out.
+
+        Looks every ``poll`` seconds (nothing wakes a reader of an SQLite file); see
+        :meth:`ClaimingStore.wait_released`.
+        """
+        check_call(call_hash)
+        check_seconds("poll", poll)
+        key = rows.key(call_hash)
+
+        def is_held(connection: sqlite3.Connection) -> bool:
+            return (
+                connection.execute(
+                    "SELECT 1 FROM claims WHERE call = ? AND expires > ?", (key, time.time())
+                ).fetchone()
+                is not None
+            )
+
+        # Nothing wakes a reader of an SQLite file: looking again is all there is.
+        while await self._run(is_held):  # noqa: ASYNC110
+            await anyio.sleep(poll)
 
     # -- integrity ----------------------------------------------------------------------------
 

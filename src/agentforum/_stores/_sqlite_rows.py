@@ -60,6 +60,31 @@ CREATE TABLE cache (
 ) WITHOUT ROWID;
 """
 
+# The claims on calls in flight (single flight across processes): the holder, and when its
+# lease runs out (seconds since the epoch, by the clock of the machine, which every process
+# sharing the file shares). Not part of the tree: nothing links to it, and neither
+# `verify` nor `export` reads it. A database of schema 2 written before claims existed
+# gets the table when it is first opened for writing; an older agentforum ignores it, so
+# the schema version stays 2.
+CLAIMS: Final = """
+CREATE TABLE IF NOT EXISTS claims (
+    call BLOB PRIMARY KEY NOT NULL CHECK (length(call) = 32),
+    owner TEXT NOT NULL,
+    expires REAL NOT NULL
+) WITHOUT ROWID
+"""
+#: The holder of a claim, when its lease runs out, and whether the call is answered.
+CLAIM_HOLDER: Final = (
+    "SELECT owner, expires, EXISTS (SELECT 1 FROM cache WHERE cache.call = claims.call) "
+    "FROM claims WHERE call = ?"
+)
+#: Take, take over or renew a claim (the parameters: call, owner, expiry, now).
+CLAIM: Final = (
+    "INSERT INTO claims (call, owner, expires) VALUES (?, ?, ?) "
+    "ON CONFLICT (call) DO UPDATE SET owner = excluded.owner, expires = excluded.expires "
+    "WHERE claims.owner = excluded.owner OR claims.expires <= ?"
+)
+
 #: The columns of a message row, in the order of :func:`row`.
 COLUMNS: Final = (
     "hash",
