@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, overload
 import anyio
 
 from ._agents import Agent, AgentFunction
+from ._branches import merge_base
 from ._messages import Message, is_ref_name
 from ._promises import MessagePromise
 from ._runtime import ForumState, ForumStatistics, branch_of
@@ -311,10 +312,32 @@ class Forum:
         Raises:
             MessageNotFoundError: the message is not in the store.
         """
+        key = await self._key(message)
+        return await branch_of(self._store, key, include_calls=include_calls)
+
+    async def merge_base(
+        self, a: Message | MessagePromise | str, b: Message | MessagePromise | str
+    ) -> Message | None:
+        """Return the last message on both the branch of ``a`` and the branch of ``b``.
+
+        Each is a message, a promise of one, or a ref, hash or hash prefix. As in git, the
+        merge base is where the two branches part: the branches share every message from
+        their root down to it, and none after it. When one is an ancestor of the other, it
+        is the merge base; when the two branches start at different roots, there is none
+        (``None``). Only the messages after the merge base are read (and as many again on
+        the longer side), never the part the branches share.
+
+        Raises:
+            MessageNotFoundError: a message is not in the store.
+        """
+        base = await merge_base(self._store, await self._key(a), await self._key(b))
+        return None if base is None else await self._store.get(base)
+
+    async def _key(self, message: Message | MessagePromise | str) -> str:
+        """The hash of a message, a promise of one, or what a ref, hash or prefix names."""
         if isinstance(message, MessagePromise):
             message = await message
-        key = message.hash if isinstance(message, Message) else (await self.get(message)).hash
-        return await branch_of(self._store, key, include_calls=include_calls)
+        return message.hash if isinstance(message, Message) else (await self.get(message)).hash
 
     def statistics(self) -> ForumStatistics:
         """Return what the forum's calls have done since it was last entered.
