@@ -14,6 +14,7 @@ from ._exceptions import ForumNotRunningError as ForumNotRunningError
 from ._exceptions import IntegrityError as IntegrityError
 from ._exceptions import IntegrityWarning as IntegrityWarning
 from ._exceptions import MessageNotFoundError as MessageNotFoundError
+from ._exceptions import NonFastForwardError as NonFastForwardError
 from ._exceptions import RefConflictError as RefConflictError
 from ._exceptions import StoreError as StoreError
 from ._forum import Forum as Forum
@@ -37,6 +38,8 @@ from ._stores._postgres import PostgresStore as PostgresStore
 from ._stores._protocol import IntegrityProblem as IntegrityProblem
 from ._stores._protocol import MessageStore as MessageStore
 from ._stores._sqlite import SQLiteStore as SQLiteStore
+from ._sync import RefUpdate as RefUpdate
+from ._sync import SyncReport as SyncReport
 
 __all__ = (
     "Agent",
@@ -65,11 +68,14 @@ __all__ = (
     "MessagePromise",
     "MessageSequence",
     "MessageStore",
+    "NonFastForwardError",
     "PostgresStore",
     "RefConflictError",
+    "RefUpdate",
     "SQLiteStore",
     "StoreError",
     "StreamedMessage",
+    "SyncReport",
     "decode_message",
     "encode_message",
     "hash_content",

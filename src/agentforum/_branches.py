@@ -12,14 +12,21 @@ is the merge base.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from ._messages import Message
-    from ._stores._protocol import MessageStore
 
 
-async def merge_base(store: MessageStore, a: str, b: str) -> str | None:
+class Reader(Protocol):
+    """What the walks here read: a :class:`MessageStore`, or a view of several."""
+
+    async def get(self, hash: str) -> Message:
+        """Return the message stored under ``hash`` (see :meth:`MessageStore.get`)."""
+        ...
+
+
+async def merge_base(store: Reader, a: str, b: str) -> str | None:
     """Return the hash of the last message on both the branch of ``a`` and that of ``b``.
 
     ``None`` when the two branches share no message (they start at different roots). When
@@ -51,7 +58,7 @@ async def merge_base(store: MessageStore, a: str, b: str) -> str | None:
     return None
 
 
-async def after(store: MessageStore, base: str | None, tip: str) -> list[Message]:
+async def after(store: Reader, base: str | None, tip: str) -> list[Message]:
     """Return the messages of the branch of ``tip`` after ``base``, oldest first.
 
     ``base`` is an ancestor of ``tip`` (or ``tip`` itself, which gives ``[]``), or ``None``
@@ -70,7 +77,7 @@ async def after(store: MessageStore, base: str | None, tip: str) -> list[Message
     return found
 
 
-async def is_ancestor(store: MessageStore, ancestor: str, descendant: str) -> bool:
+async def is_ancestor(store: Reader, ancestor: str, descendant: str) -> bool:
     """Whether ``ancestor`` is on the branch of ``descendant`` (a message is its own).
 
     Raises:

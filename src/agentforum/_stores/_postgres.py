@@ -234,6 +234,20 @@ class PostgresStore(MessageStore):
 
         return await self._run(select)
 
+    async def stored(self, hashes: Iterable[str]) -> set[str]:
+        keys = list({rows.key(key) for key in hashes if is_hash(key)})
+        if not keys:
+            await anyio.lowlevel.checkpoint()
+            return set()
+
+        def select(connection: Connection) -> set[str]:
+            found = connection.execute(
+                "SELECT hash FROM messages WHERE hash = ANY(%s::bytea[])", (keys,)
+            )
+            return {str(rows.hex_of(stored[0])) for stored in found}
+
+        return await self._run(select)
+
     async def ancestors(self, hash: str) -> list[Message]:
         def select(connection: Connection) -> list[Message]:
             found = {

@@ -442,6 +442,24 @@ class SQLiteStore(MessageStore):
 
         return await self._run(select)
 
+    async def stored(self, hashes: Iterable[str]) -> set[str]:
+        keys = list({rows.key(key) for key in hashes if is_hash(key)})
+
+        def select(connection: sqlite3.Connection) -> set[str]:
+            found: set[str] = set()
+            for start in range(0, len(keys), rows.LOOKUP_BATCH):
+                chunk = keys[start : start + rows.LOOKUP_BATCH]
+                found.update(
+                    str(rows.hex_of(stored[0]))
+                    for stored in connection.execute(
+                        f"SELECT hash FROM messages WHERE hash IN ({', '.join('?' * len(chunk))})",
+                        chunk,
+                    )
+                )
+            return found
+
+        return await self._run(select)
+
     async def ancestors(self, hash: str) -> list[Message]:
         def select(connection: sqlite3.Connection) -> list[Message]:
             found = {

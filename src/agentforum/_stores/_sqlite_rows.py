@@ -99,6 +99,10 @@ WITH RECURSIVE branch (hash, parent) AS (
 {SELECT} JOIN branch ON branch.hash = messages.hash
 """
 
+#: The most hashes that :meth:`SQLiteStore.stored` looks up in one query (SQLite's
+#: default limit of parameters is 32,766 since 3.32, 999 before).
+LOOKUP_BATCH: Final = 900
+
 #: A row of :data:`SELECT`.
 Row = tuple[Any, ...]
 
