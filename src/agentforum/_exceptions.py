@@ -125,11 +125,16 @@ class NonFastForwardError(AgentForumError):
             f"{name!r} ({old[:10]} is not on the branch of {new[:10]})"
             for name, old, new in refused
         )
-        plural = "s" if len(refused) != 1 else ""
+        many = len(refused) != 1
+        holds = (
+            "branches hold messages that the source's lack"
+            if many
+            else ("branch holds messages that the source's lacks")
+        )
         super().__init__(
-            f"ref{plural} {names} would not move forward: the destination's branch{plural} "
-            "hold messages that the source's lack; bring them to the source first (pull), "
-            "or force the move, which leaves them behind"
+            f"ref{'s' if many else ''} {names} would not move forward: the destination's "
+            f"{holds}; bring them to the source first (pull), or force the move "
+            "(force=True, --force), which leaves them behind"
         )
         #: The refs refused: name, where it points in the destination, where it would move.
         self.refused: Refused = refused
