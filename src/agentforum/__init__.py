@@ -33,6 +33,7 @@ from ._promises import StreamedMessage as StreamedMessage
 from ._public import claim
 from ._runtime import ForumStatistics as ForumStatistics
 from ._runtime import InteractionContext as InteractionContext
+from ._stores._garbage import GarbageReport as GarbageReport
 from ._stores._memory import MemoryStore as MemoryStore
 from ._stores._postgres import PostgresStore as PostgresStore
 from ._stores._protocol import IntegrityProblem as IntegrityProblem
@@ -57,6 +58,7 @@ __all__ = (
     "ForumStatistics",
     "ForwardedMessage",
     "FrozenDict",
+    "GarbageReport",
     "IntegrityError",
     "IntegrityProblem",
     "IntegrityWarning",

@@ -104,10 +104,6 @@ class RefConflictError(AgentForumError):
         return type(self), (self.name, self.expected, self.actual)
 
 
-#: The refs a sync refused to move: name, where it points, where it would have moved.
-Refused = tuple[tuple[str, str, str], ...]
-
-
 class NonFastForwardError(AgentForumError):
     """A push or pull would move a ref somewhere that does not descend from where it is.
 
@@ -120,7 +116,7 @@ class NonFastForwardError(AgentForumError):
     sync ran, the messages were sent and the refs named before it were moved.
     """
 
-    def __init__(self, refused: Refused) -> None:
+    def __init__(self, refused: tuple[tuple[str, str, str], ...]) -> None:
         names = ", ".join(
             f"{name!r} ({old[:10]} is not on the branch of {new[:10]})"
             for name, old, new in refused
@@ -137,7 +133,7 @@ class NonFastForwardError(AgentForumError):
             "(force=True, --force), which leaves them behind"
         )
         #: The refs refused: name, where it points in the destination, where it would move.
-        self.refused: Refused = refused
+        self.refused: tuple[tuple[str, str, str], ...] = refused
 
     def __reduce__(
         self,

@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from ._stores._refs import Expected
-    from ._stores._targets import Target
     from ._sync import SyncReport
 
 
@@ -332,7 +331,9 @@ class Forum:
         base = await merge_base(self._store, await self._key(a), await self._key(b))
         return None if base is None else await self._store.get(base)
 
-    async def push(self, destination: Target, *refs: str, force: bool = False) -> SyncReport:
+    async def push(
+        self, destination: MessageStore | str | os.PathLike[str], *refs: str, force: bool = False
+    ) -> SyncReport:
         """Send the messages that ``refs`` reach to ``destination``, and move the refs there.
 
         As ``git push`` does: only what the destination lacks travels (the sync walks down
@@ -371,7 +372,9 @@ class Forum:
         async with opened(destination) as store:
             return await sync(self._store, store, refs, force=force)
 
-    async def pull(self, source: Target, *refs: str, force: bool = False) -> SyncReport:
+    async def pull(
+        self, source: MessageStore | str | os.PathLike[str], *refs: str, force: bool = False
+    ) -> SyncReport:
         """Fetch the messages that ``refs`` of ``source`` reach, and move the refs here.
 
         The mirror of :meth:`push`, with ``source`` (a store, an SQLite path or a

@@ -13,6 +13,7 @@ its own, so closing the store leaves none behind.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import TYPE_CHECKING, TypeVar
 
@@ -34,6 +35,7 @@ from . import _postgres_checks as checks
 from . import _postgres_rows as tables
 from . import _sqlite_rows as rows
 from ._cache import check_entry
+from ._garbage import DEFAULT_GRACE, GarbageReport, check_grace, collect_postgres
 from ._postgres_connect import Pool, Target
 from ._protocol import IntegrityProblem, MessageStore
 from ._refs import ANY, check_current, check_expected
@@ -408,6 +410,17 @@ class PostgresStore(MessageStore):
         database too damaged to read whole gives a problem that says so.
         """
         return await self._run(checks.problems)
+
+    async def collect_garbage(
+        self, *, grace: float = DEFAULT_GRACE, dry_run: bool = False
+    ) -> GarbageReport:
+        """Delete the messages no ref reaches that are older than ``grace`` seconds.
+
+        What :meth:`SQLiteStore.collect_garbage` does, in one transaction that locks the
+        tables against other writers (they wait for it; readers go on).
+        """
+        check_grace(grace)
+        return await self._run(functools.partial(collect_postgres, grace=grace, dry_run=dry_run))
 
     async def aclose(self) -> None:
         """Close every connection of the store (those in use, when their operation ends).
