@@ -10,12 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentforum import Forum, MemoryStore, Message, MessageNotFoundError
+from test_cli import invoke
 from trees import trees
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-    from click.testing import Result
 
 
 class CountingStore(MemoryStore):
@@ -116,12 +115,6 @@ async def test_merge_base_takes_refs_and_prefixes_and_knows_separate_roots() -> 
 
 
 # -- the command line ---------------------------------------------------------------------------
-
-
-def invoke(*args: str | Path) -> Result:
-    from test_cli import invoke as run
-
-    return run(*args)
 
 
 def test_merge_base_and_log_range_on_the_demo(demo_db: Path) -> None:
