@@ -143,3 +143,29 @@ def test_a_case_runs_in_a_child_process_and_prints_its_result() -> None:
     assert result["units"] == 100
     assert len(result["times"]) == 2
     assert_memory_figures(result)
+
+
+def test_the_sync_benchmark_runs_and_push_reads_only_the_new_part() -> None:
+    """benchmarks/sync.py runs (small, SQLite only) and prints each case; its push of 2
+    messages onto the clone sends 2 and reads one round of the source, not the tree."""
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "sync.py"),
+            *("--messages", "201", "--branches", "4", "--new", "2", "--no-postgres"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    rows = {line[:48].strip(): line[48:].split() for line in run.stdout.splitlines()[1:]}
+    assert list(rows) == [
+        "clone of 201, SQLite to SQLite",
+        "push of 2 onto 201, SQLite to SQLite",
+        "export + import of 201, SQLite to SQLite",
+    ]
+    assert rows["clone of 201, SQLite to SQLite"][1:3] == ["201", "201"]
+    seconds, sent, read, _ = rows["push of 2 onto 201, SQLite to SQLite"]
+    assert float(seconds) > 0
+    assert (sent, read) == ("2", "16")

@@ -14,6 +14,7 @@ from ._exceptions import ForumNotRunningError as ForumNotRunningError
 from ._exceptions import IntegrityError as IntegrityError
 from ._exceptions import IntegrityWarning as IntegrityWarning
 from ._exceptions import MessageNotFoundError as MessageNotFoundError
+from ._exceptions import NonFastForwardError as NonFastForwardError
 from ._exceptions import RefConflictError as RefConflictError
 from ._exceptions import StoreError as StoreError
 from ._forum import Forum as Forum
@@ -32,6 +33,7 @@ from ._promises import StreamedMessage as StreamedMessage
 from ._public import claim
 from ._runtime import ForumStatistics as ForumStatistics
 from ._runtime import InteractionContext as InteractionContext
+from ._stores._garbage import GarbageReport as GarbageReport
 from ._stores._memory import MemoryStore as MemoryStore
 from ._stores._postgres import PostgresStore as PostgresStore
 from ._stores._protocol import Claim as Claim
@@ -39,6 +41,8 @@ from ._stores._protocol import ClaimingStore as ClaimingStore
 from ._stores._protocol import IntegrityProblem as IntegrityProblem
 from ._stores._protocol import MessageStore as MessageStore
 from ._stores._sqlite import SQLiteStore as SQLiteStore
+from ._sync import RefUpdate as RefUpdate
+from ._sync import SyncReport as SyncReport
 
 __all__ = (
     "Agent",
@@ -58,6 +62,7 @@ __all__ = (
     "ForumStatistics",
     "ForwardedMessage",
     "FrozenDict",
+    "GarbageReport",
     "IntegrityError",
     "IntegrityProblem",
     "IntegrityWarning",
@@ -69,11 +74,14 @@ __all__ = (
     "MessagePromise",
     "MessageSequence",
     "MessageStore",
+    "NonFastForwardError",
     "PostgresStore",
     "RefConflictError",
+    "RefUpdate",
     "SQLiteStore",
     "StoreError",
     "StreamedMessage",
+    "SyncReport",
     "decode_message",
     "encode_message",
     "hash_content",

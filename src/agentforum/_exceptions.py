@@ -10,6 +10,7 @@ Every error the library raises on purpose derives from :class:`AgentForumError`:
     ├── IntegrityError          stored data was altered (a message, a cache entry)
     ├── StoreError              a store cannot be opened or written (not ours, full, ...)
     ├── RefConflictError        a ref is not where a compare-and-set expected it
+    ├── NonFastForwardError     a push or pull would move a ref off its branch
     └── AgentError              an agent raised; ``.message`` is the recorded ErrorMessage
         └── AgentCancelled      the call was cancelled
 
@@ -101,6 +102,43 @@ class RefConflictError(AgentForumError):
 
     def __reduce__(self) -> tuple[type[RefConflictError], tuple[str, str | None, str | None]]:
         return type(self), (self.name, self.expected, self.actual)
+
+
+class NonFastForwardError(AgentForumError):
+    """A push or pull would move a ref somewhere that does not descend from where it is.
+
+    Refs move forward only: a sync moves a ref of the destination to the source's message
+    when that message descends from the one the ref points at (its branch holds it), and
+    otherwise refuses, raising this error, unless ``force`` is given. The destination's
+    branch then holds messages the source's lacks, which moving the ref would leave
+    behind. Nothing was written when the check was made before sending (a ref that was
+    already off the source's branch); when another writer moved the ref off it while the
+    sync ran, the messages were sent and the refs named before it were moved.
+    """
+
+    def __init__(self, refused: tuple[tuple[str, str, str], ...]) -> None:
+        names = ", ".join(
+            f"{name!r} ({old[:10]} is not on the branch of {new[:10]})"
+            for name, old, new in refused
+        )
+        many = len(refused) != 1
+        holds = (
+            "branches hold messages that the source's lack"
+            if many
+            else ("branch holds messages that the source's lacks")
+        )
+        super().__init__(
+            f"ref{'s' if many else ''} {names} would not move forward: the destination's "
+            f"{holds}; bring them to the source first (pull), or force the move "
+            "(force=True, --force), which leaves them behind"
+        )
+        #: The refs refused: name, where it points in the destination, where it would move.
+        self.refused: tuple[tuple[str, str, str], ...] = refused
+
+    def __reduce__(
+        self,
+    ) -> tuple[type[NonFastForwardError], tuple[tuple[tuple[str, str, str], ...]]]:
+        return type(self), (self.refused,)
 
 
 class AgentError(AgentForumError):

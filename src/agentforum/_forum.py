@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, overload
 import anyio
 
 from ._agents import Agent, AgentFunction
+from ._branches import merge_base
 from ._messages import Message, is_ref_name
 from ._promises import MessagePromise
 from ._runtime import ForumState, ForumStatistics, branch_of
@@ -17,10 +18,11 @@ from ._runtime._claims import HEARTBEAT, LEASE
 from ._stores._claims import check_seconds
 from ._stores._memory import MemoryStore
 from ._stores._postgres import PostgresStore
-from ._stores._postgres_connect import is_url
 from ._stores._protocol import MessageStore
 from ._stores._refs import ANY, check_expected
 from ._stores._sqlite import SQLiteStore
+from ._stores._targets import opened, store_at
+from ._sync import sync
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from ._stores._refs import Expected
+    from ._sync import SyncReport
 
 
 class Forum:
@@ -110,13 +113,9 @@ class Forum:
         self._owns_store = False
         if store is None:
             store = MemoryStore()
-        elif isinstance(store, str) and is_url(store):
-            store = PostgresStore(store)
-            self._owns_store = True
-        elif isinstance(store, (str, os.PathLike)):
-            store = SQLiteStore(store)
-            self._owns_store = True
-        elif not isinstance(store, MessageStore):
+        elif isinstance(store, (str, os.PathLike, MessageStore)):
+            store, self._owns_store = store_at(store)
+        else:
             raise TypeError(
                 f"store must be a MessageStore (such as MemoryStore()), a path to an SQLite "
                 f"database, a postgresql:// URL, or None, not {type(store).__qualname__}"
@@ -338,10 +337,87 @@ class Forum:
         Raises:
             MessageNotFoundError: the message is not in the store.
         """
+        key = await self._key(message)
+        return await branch_of(self._store, key, include_calls=include_calls)
+
+    async def merge_base(
+        self, a: Message | MessagePromise | str, b: Message | MessagePromise | str
+    ) -> Message | None:
+        """Return the last message on both the branch of ``a`` and the branch of ``b``.
+
+        Each is a message, a promise of one, or a ref, hash or hash prefix. As in git, the
+        merge base is where the two branches part: the branches share every message from
+        their root down to it, and none after it. When one is an ancestor of the other, it
+        is the merge base; when the two branches start at different roots, there is none
+        (``None``). Only the messages after the merge base are read (and as many again on
+        the longer side), never the part the branches share.
+
+        Raises:
+            MessageNotFoundError: a message is not in the store.
+        """
+        base = await merge_base(self._store, await self._key(a), await self._key(b))
+        return None if base is None else await self._store.get(base)
+
+    async def push(
+        self, destination: MessageStore | str | os.PathLike[str], *refs: str, force: bool = False
+    ) -> SyncReport:
+        """Send the messages that ``refs`` reach to ``destination``, and move the refs there.
+
+        As ``git push`` does: only what the destination lacks travels (the sync walks down
+        from the refs' tips until messages the destination has, so pushing a few messages
+        onto a long branch reads only those), every message and content is hashed again
+        before anything is written, and the messages go in parents first, in batches that
+        are each one transaction. A ref is created, or moved when the message it moves to
+        descends from the one it points at (a fast-forward, by compare-and-set: a move that
+        another writer made meanwhile is never lost); otherwise the push raises
+        :exc:`NonFastForwardError` and writes nothing, unless ``force``. Refs of the
+        destination that the push does not name are left alone; the cache index does not
+        travel. The forum need not be running.
+
+        Args:
+            destination: A :class:`MessageStore`, the path of an SQLite database (created if
+                missing), or a ``postgresql://`` URL; a store opened here is closed after.
+            refs: The names of the refs to push; none means every ref of this forum's store.
+            force: Move the refs even when the move is not a fast-forward (the messages of
+                the destination's branch that the new place lacks stay stored, but no
+                longer on that ref).
+
+        Returns:
+            What was sent and which refs moved (:class:`SyncReport`).
+
+        Raises:
+            ValueError: a ref of ``refs`` is not in this forum's store (nothing is sent).
+            IntegrityError: a message to send, or its content, does not hash to its hash:
+                this forum's store is damaged; nothing is sent.
+            NonFastForwardError: a ref would not move forward and ``force`` is false.
+            StoreError: a store cannot be opened or written.
+
+        Cancellation: the batches written before it stay written, each whole, and the
+        destination stays sound; refs are moved only after every message is in, so a
+        cancelled push moves none, or some of them. Pushing again completes it.
+        """
+        async with opened(destination) as store:
+            return await sync(self._store, store, refs, force=force)
+
+    async def pull(
+        self, source: MessageStore | str | os.PathLike[str], *refs: str, force: bool = False
+    ) -> SyncReport:
+        """Fetch the messages that ``refs`` of ``source`` reach, and move the refs here.
+
+        The mirror of :meth:`push`, with ``source`` (a store, an SQLite path or a
+        ``postgresql://`` URL) sending to this forum's store: the same promises (only the
+        difference travels, everything is verified before it is written, refs move forward
+        only), arguments, errors and cancellation. ``refs`` names refs of ``source``;
+        none means all of them.
+        """
+        async with opened(source) as store:
+            return await sync(store, self._store, refs, force=force)
+
+    async def _key(self, message: Message | MessagePromise | str) -> str:
+        """The hash of a message, a promise of one, or what a ref, hash or prefix names."""
         if isinstance(message, MessagePromise):
             message = await message
-        key = message.hash if isinstance(message, Message) else (await self.get(message)).hash
-        return await branch_of(self._store, key, include_calls=include_calls)
+        return message.hash if isinstance(message, Message) else (await self.get(message)).hash
 
     def statistics(self) -> ForumStatistics:
         """Return what the forum's calls have done since it was last entered.

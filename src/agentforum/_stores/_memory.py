@@ -152,6 +152,10 @@ class MemoryStore(MessageStore):
             raise AmbiguousHashError(f"more than one message hash starts with {prefix}")
         return self._messages[matches[0]]
 
+    async def stored(self, hashes: Iterable[str]) -> set[str]:
+        await self._checkpoint()
+        return {key for key in hashes if key in self._messages}
+
     async def ancestors(self, hash: str) -> list[Message]:
         await self._checkpoint()
         branch = []

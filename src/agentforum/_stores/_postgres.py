@@ -13,6 +13,7 @@ its own, so closing the store leaves none behind.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import TYPE_CHECKING, Final, TypeVar, cast
 
@@ -36,6 +37,7 @@ from . import _postgres_rows as tables
 from . import _sqlite_rows as rows
 from ._cache import check_entry
 from ._claims import check_call, check_claim, check_seconds
+from ._garbage import DEFAULT_GRACE, GarbageReport, check_grace, collect_postgres
 from ._postgres_connect import Pool, Target
 from ._protocol import Claim, ClaimingStore, IntegrityProblem, MessageStore
 from ._refs import ANY, check_current, check_expected
@@ -237,6 +239,20 @@ class PostgresStore(MessageStore, ClaimingStore):
             if len(found) > 1:
                 raise AmbiguousHashError(f"more than one message hash starts with {prefix}")
             return tables.decode(found[0])
+
+        return await self._run(select)
+
+    async def stored(self, hashes: Iterable[str]) -> set[str]:
+        keys = list({rows.key(key) for key in hashes if is_hash(key)})
+        if not keys:
+            await anyio.lowlevel.checkpoint()
+            return set()
+
+        def select(connection: Connection) -> set[str]:
+            found = connection.execute(
+                "SELECT hash FROM messages WHERE hash = ANY(%s::bytea[])", (keys,)
+            )
+            return {str(rows.hex_of(stored[0])) for stored in found}
 
         return await self._run(select)
 
@@ -479,6 +495,17 @@ class PostgresStore(MessageStore, ClaimingStore):
         database too damaged to read whole gives a problem that says so.
         """
         return await self._run(checks.problems)
+
+    async def collect_garbage(
+        self, *, grace: float = DEFAULT_GRACE, dry_run: bool = False
+    ) -> GarbageReport:
+        """Delete the messages no ref reaches that are older than ``grace`` seconds.
+
+        What :meth:`SQLiteStore.collect_garbage` does, in one transaction that locks the
+        tables against other writers (they wait for it; readers go on).
+        """
+        check_grace(grace)
+        return await self._run(functools.partial(collect_postgres, grace=grace, dry_run=dry_run))
 
     async def aclose(self) -> None:
         """Close every connection of the store (those in use, when their operation ends).

@@ -116,6 +116,21 @@ INSERT INTO {META} (name, value) VALUES
     ('format', '{SCHEMA_FORMAT}');
 """
 
+# The time each message row was written (seconds since the epoch), outside its fields and
+# its hash, for garbage collection's grace period: added, as its own statement, to a
+# database that lacks it (one created before it, or by the schema above), when a store
+# first connects; the schema version stays 1, and rows written before get the time the
+# column was added. Whole seconds, rounded down as in SQLite: a row is never younger
+# than it is.
+ADD_WRITE_TIMES: Final = (
+    "ALTER TABLE messages ADD COLUMN IF NOT EXISTS written bigint "
+    "DEFAULT floor(extract(epoch FROM now()))::bigint"
+)
+HAS_WRITE_TIMES: Final = (
+    "SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema() "
+    "AND table_name = 'messages' AND column_name = 'written'"
+)
+
 #: The columns of a message row (those of the SQLite store, in the same order).
 COLUMNS: Final = rows.COLUMNS
 #: The PostgreSQL type of each column, for the arrays a batch is inserted from.
@@ -233,12 +248,24 @@ def prepare(connection: psycopg.Connection[Row], *, create: bool, display: str) 
             if marks is None:
                 _check_empty(connection, schema, create=create, display=display)
                 connection.execute(SCHEMA)
-                return
-    _check_marks(marks, display)
-    if not _has_table(connection, "claims"):
-        with connection.transaction():  # a database made before claims existed
-            connection.execute("SELECT pg_advisory_xact_lock(%s)", (CREATE_LOCK,))
-            connection.execute(CLAIMS_TABLE)
+    if marks is not None:
+        _check_marks(marks, display)
+        if not _has_table(connection, "claims"):
+            with connection.transaction():  # a database made before claims existed
+                connection.execute("SELECT pg_advisory_xact_lock(%s)", (CREATE_LOCK,))
+                connection.execute(CLAIMS_TABLE)
+    if not _one(connection, HAS_WRITE_TIMES):
+        _add_write_times(connection)
+
+
+def _add_write_times(connection: psycopg.Connection[Row]) -> None:
+    """Add the column of write times (see :data:`ADD_WRITE_TIMES`), where the user may."""
+    import psycopg.errors
+
+    try:
+        connection.execute(ADD_WRITE_TIMES)
+    except psycopg.errors.InsufficientPrivilege:
+        pass  # a user who may not change the table writes no message either
 
 
 def _one(connection: psycopg.Connection[Row], query: str, *args: object) -> Any:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import attrs
 
+from .._exceptions import IntegrityError, MessageNotFoundError
 from ._refs import ANY
 
 if TYPE_CHECKING:
@@ -114,6 +115,28 @@ class MessageStore(Protocol):
             AmbiguousHashError: more than one message matches.
         """
         ...
+
+    async def stored(self, hashes: Iterable[str]) -> set[str]:
+        """Return those of ``hashes`` that name a stored message, in one batched lookup.
+
+        What a sync asks the other side ("which of these do you have?") to send only what
+        it lacks. A string that is not a full hash is never stored. Reads no message: a
+        damaged row counts as stored here, and :meth:`get` reports it.
+
+        This default asks :meth:`get` for each hash in turn; a store that can answer for
+        many at once (the stores of agentforum do, in one query per thousand hashes)
+        overrides it.
+        """
+        found: set[str] = set()
+        for key in hashes:
+            try:
+                await self.get(key)
+            except MessageNotFoundError:
+                continue
+            except IntegrityError:
+                pass  # stored, if damaged
+            found.add(key)
+        return found
 
     async def ancestors(self, hash: str) -> list[Message]:
         """Return the branch that ends with ``hash``: its root first, the message itself last.

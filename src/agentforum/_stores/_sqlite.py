@@ -7,6 +7,7 @@ reports a damaged file, in ``_sqlite_checks.py``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sqlite3
@@ -32,6 +33,7 @@ from . import _sqlite_checks as checks
 from . import _sqlite_rows as rows
 from ._cache import check_entry
 from ._claims import check_call, check_claim, check_seconds
+from ._garbage import DEFAULT_GRACE, GarbageReport, check_grace, collect_sqlite
 from ._protocol import Claim, ClaimingStore, IntegrityProblem, MessageStore
 from ._refs import ANY, check_current, check_expected
 from ._sqlite_worker import Worker
@@ -115,6 +117,15 @@ def _write(connection: sqlite3.Connection, puts: Sequence[Put]) -> None:
     except BaseException:
         _roll_back(connection)
         raise
+
+
+def _add_write_times(connection: sqlite3.Connection) -> None:
+    """Add the column of write times to a database that lacks it (see ``_sqlite_rows``)."""
+    try:
+        _while_locked(lambda: connection.execute(rows.ADD_WRITE_TIMES))
+    except sqlite3.OperationalError as exc:
+        if "duplicate column" not in str(exc):
+            raise  # another process added it first: nothing to do
 
 
 class _Put:
@@ -338,6 +349,8 @@ class _Database:
         # WAL with synchronous=NORMAL: a committed transaction survives the process being
         # killed (it is in the WAL file); only a power loss can undo the last ones.
         connection.execute("PRAGMA synchronous = NORMAL")
+        if self._read_only is None and not rows.has_write_times(connection):
+            _add_write_times(connection)
 
     @staticmethod
     def _create_schema(connection: sqlite3.Connection) -> None:
@@ -450,6 +463,24 @@ class SQLiteStore(MessageStore, ClaimingStore):
             if len(found) > 1:
                 raise AmbiguousHashError(f"more than one message hash starts with {prefix}")
             return rows.decode(found[0])
+
+        return await self._run(select)
+
+    async def stored(self, hashes: Iterable[str]) -> set[str]:
+        keys = list({rows.key(key) for key in hashes if is_hash(key)})
+
+        def select(connection: sqlite3.Connection) -> set[str]:
+            found: set[str] = set()
+            for start in range(0, len(keys), rows.LOOKUP_BATCH):
+                chunk = keys[start : start + rows.LOOKUP_BATCH]
+                found.update(
+                    str(rows.hex_of(stored[0]))
+                    for stored in connection.execute(
+                        f"SELECT hash FROM messages WHERE hash IN ({', '.join('?' * len(chunk))})",
+                        chunk,
+                    )
+                )
+            return found
 
         return await self._run(select)
 
@@ -639,6 +670,36 @@ class SQLiteStore(MessageStore, ClaimingStore):
         # Nothing wakes a reader of an SQLite file: looking again is all there is.
         while await self._run(is_held):  # noqa: ASYNC110
             await anyio.sleep(poll)
+
+    # -- garbage ------------------------------------------------------------------------------
+
+    async def collect_garbage(
+        self, *, grace: float = DEFAULT_GRACE, dry_run: bool = False
+    ) -> GarbageReport:
+        """Delete the messages no ref reaches that are older than ``grace`` seconds.
+
+        Kept are the messages that a ref reaches through its links (``parent``,
+        ``reply_to``, ``original``), those written in the last ``grace`` seconds (default:
+        two weeks) and whatever they reach, and the responses of the cache entries of
+        kept calls; the rest is deleted, with the contents that only it named and the
+        cache entries of its calls, in one transaction (other writers wait for it). The
+        store stays sound (:meth:`MessageStore.verify`). The file does not shrink: SQLite
+        reuses the space.
+
+        Args:
+            grace: Keep what was written this many seconds ago or since (``0``: only what
+                refs reach). A row written by an agentforum that did not record write
+                times is stamped now and kept.
+            dry_run: Count what would be deleted, and delete nothing.
+
+        Raises:
+            ValueError: ``grace`` is negative.
+            StoreError: the database cannot be written (except for a dry run).
+        """
+        check_grace(grace)
+        return await self._run(
+            functools.partial(collect_sqlite, grace=grace, dry_run=dry_run), write=not dry_run
+        )
 
     # -- integrity ----------------------------------------------------------------------------
 

@@ -100,9 +100,27 @@ COLUMNS: Final = (
     "error_type",
 )
 INSERT: Final = (
-    f"INSERT OR IGNORE INTO messages ({', '.join(COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(COLUMNS))})"
+    f"INSERT OR IGNORE INTO messages ({', '.join(COLUMNS)}, written) "
+    f"VALUES ({', '.join('?' * len(COLUMNS))}, CAST(strftime('%s', 'now') AS INTEGER))"
 )
+
+# The time each message row was written (seconds since the epoch), outside its fields and
+# its hash: garbage collection keeps what was written within its grace period. Databases
+# of schema 2 created before it get the column when opened where they can be written (an
+# additive change: the schema version stays 2, and an older agentforum reads and writes
+# the database as before, its rows without a time). A row without one is stamped by the
+# next collection, which keeps it (see ``_garbage.py``).
+ADD_WRITE_TIMES: Final = "ALTER TABLE messages ADD COLUMN written INTEGER"
+STAMP: Final = "UPDATE messages SET written = ? WHERE written IS NULL"
+
+
+def has_write_times(connection: sqlite3.Connection) -> bool:
+    """Whether the database's messages have the column ``written``."""
+    return any(
+        column[1] == "written" for column in connection.execute("PRAGMA table_info(messages)")
+    )
+
+
 INSERT_CONTENT: Final = "INSERT OR IGNORE INTO contents (hash, text) VALUES (?, ?)"
 #: A message row, then its content's hash and text: what :func:`decode` takes.
 SELECT: Final = (
@@ -123,6 +141,10 @@ WITH RECURSIVE branch (hash, parent) AS (
 )
 {SELECT} JOIN branch ON branch.hash = messages.hash
 """
+
+#: The most hashes that :meth:`SQLiteStore.stored` looks up in one query (SQLite's
+#: default limit of parameters is 32,766 since 3.32, 999 before).
+LOOKUP_BATCH: Final = 900
 
 #: A row of :data:`SELECT`.
 Row = tuple[Any, ...]

@@ -1,6 +1,6 @@
 """The ``agentforum`` command line: ``agentforum demo``, ``chat``, ``log``, ``show``, ``tree``,
-``refs``, ``fsck``, ``export``, ``import`` and ``graph``, on an SQLite database
-(``docs/cli.md``).
+``refs``, ``merge-base``, ``diff``, ``fsck``, ``export``, ``import`` and ``graph``, on an
+SQLite or PostgreSQL database (``docs/cli.md``).
 
 An optional part: it needs click and rich (``pip install 'agentforum[cli]'``), and the core
 never imports it.

@@ -47,6 +47,7 @@ from ._database import (
     shown,
 )
 from ._demo import run_demo
+from ._history import log_branch
 from ._render import STYLES, kind, log_entry, printable, show_lines, summary, tree_lines
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -250,7 +251,8 @@ def log(ref: str, oneline: bool, max_count: int | None, calls: bool, db: str) ->
     """Show the branch that ends at REF, newest first, like `git log`.
 
     REF is a ref (such as demo/first), a message hash, or a unique prefix of one (at least 6
-    hex characters). Call messages are left out unless --calls is given.
+    hex characters); or A..B, for the messages of B's branch that are not on A's (those
+    after their merge base), as in git. Call messages are left out unless --calls is given.
     """
     branch, refs = run(_branch, db, ref)
     if not calls:
@@ -286,8 +288,7 @@ def oneline_summary(
 
 async def _branch(db: str, ref: str) -> tuple[list[Message], dict[str, list[str]]]:
     async with open_store(db) as store:
-        tip = await find(store, ref)
-        branch = await store.ancestors(tip.hash)
+        branch = await log_branch(store, ref)
         refs: dict[str, list[str]] = {}
         for name, key in (await store.refs()).items():
             refs.setdefault(key, []).append(name)
@@ -678,3 +679,8 @@ def chat(resume: str | None, model: str | None, db: str) -> None:
         farewell = session.farewell()
         if farewell is not None:
             click.echo(farewell)
+
+
+# -- the commands of other modules (they register themselves on `cli`) -------------------------
+
+from . import _compare, _gc, _sync  # noqa: E402, F401
