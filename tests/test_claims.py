@@ -18,6 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -435,3 +436,120 @@ async def test_a_database_made_before_claims_opens_and_gets_the_table(db: str) -
         connection = sqlite3.connect(db)
         assert connection.execute("PRAGMA user_version").fetchone() == (2,)
         connection.close()
+
+
+class CountsWaits(PostgresStore):
+    """A PostgreSQL store that tells the test once ``expected`` calls wait for claims."""
+
+    def __init__(self, url: str, expected: int) -> None:
+        super().__init__(url, max_connections=2)
+        self.expected = expected
+        self.all_waiting = anyio.Event()
+
+    async def wait_released(self, call_hash: str, *, poll: float) -> None:
+        self.expected -= 1
+        if self.expected == 0:
+            self.all_waiting.set()
+        await super().wait_released(call_hash, poll=poll)
+
+
+@pytest.mark.anyio
+async def test_calls_waiting_on_postgres_share_one_listening_connection(
+    postgres_server: Any, postgres_url: str
+) -> None:
+    """30 distinct calls of a forum wait for the claims of another forum's calls, through a
+    role the server lets hold 5 connections (each forum's pool 2, and 1 to listen on): they
+    all wait and replay the other's answers. (A connection per waiting call, as before,
+    was refused by the server: too many connections for the role.)"""
+    calls = 30
+    role = f"agentforum_waiter_{os.getpid()}_{id(postgres_url)}"
+    name = urllib.parse.urlsplit(postgres_url).path.lstrip("/")
+    postgres_server.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 5 PASSWORD 'waiting'")
+    try:
+        postgres_server.execute(f'ALTER DATABASE "{name}" OWNER TO {role}')
+        url = postgres_server.database_url(name, user=role, password="waiting")
+        stores = [PostgresStore(url, max_connections=2), CountsWaits(url, calls)]
+        forums = [Forum(store, lease=60, heartbeat=20) for store in stores]
+        runs = 0
+        all_running = anyio.Event()
+        go = anyio.Event()
+
+        async def expert(ctx: InteractionContext) -> None:
+            nonlocal runs
+            runs += 1
+            if runs == calls:
+                all_running.set()
+            await go.wait()
+            async for request in ctx.request_messages:
+                ctx.respond(f"the answer to {(await request).content}")
+
+        agents = [forum.agent(expert) for forum in forums]
+        try:
+            with anyio.fail_after(PATIENCE):
+                async with forums[0], forums[1]:
+                    running = [agents[0].ask(f"question {index}") for index in range(calls)]
+                    await all_running.wait()
+                    waiting = [agents[1].ask(f"question {index}") for index in range(calls)]
+                    await stores[1].all_waiting.wait()
+                    go.set()
+                    answered = [await call.messages() for call in running]
+                    replayed = [await call.messages() for call in waiting]
+        finally:
+            for store in stores:
+                await store.aclose()
+        assert replayed == answered
+        assert runs == calls
+        assert forums[1].statistics().agents_run == 0
+    finally:
+        postgres_server.drop_database(postgres_url)
+        postgres_server.execute(f"DROP ROLE {role}")
+
+
+@pytest.mark.anyio
+async def test_the_reading_of_releases_passes_on_when_the_reading_call_is_cancelled(
+    postgres_url: str,
+) -> None:
+    """Of the calls waiting on PostgreSQL, one reads the releases for all: when it is
+    cancelled, with 8 others, a call still waiting takes the reading over and wakes when
+    its claim is released (its lease is 10 minutes: it would otherwise wait that long)."""
+    stores = [PostgresStore(postgres_url, max_connections=2), CountsWaits(postgres_url, 9)]
+    forums = [Forum(store, lease=600, heartbeat=200) for store in stores]
+    runs = 0
+    all_running = anyio.Event()
+    go = anyio.Event()
+
+    async def expert(ctx: InteractionContext) -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 10:
+            all_running.set()
+        await go.wait()
+        async for request in ctx.request_messages:
+            ctx.respond(f"the answer to {(await request).content}")
+
+    agents = [forum.agent(expert) for forum in forums]
+    try:
+        with anyio.fail_after(PATIENCE):
+            async with forums[0], forums[1]:
+                running = [agents[0].ask(f"question {index}") for index in range(10)]
+                await all_running.wait()
+                cancelled = [agents[1].ask(f"question {index}") for index in range(9)]
+                await stores[1].all_waiting.wait()
+                # The private state, only to order the test: one of the 9 reads now.
+                listener = stores[1]._listener.get()
+                while listener._driver is None:  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+                stores[1].expected, stores[1].all_waiting = 1, anyio.Event()
+                survivor = agents[1].ask("question 9")
+                await stores[1].all_waiting.wait()
+                for call in cancelled:
+                    call.cancel()
+                for call in cancelled:
+                    with pytest.raises(AgentCancelled):
+                        await call.messages()
+                go.set()
+                assert await survivor.messages() == await running[9].messages()
+    finally:
+        for store in stores:
+            await store.aclose()
+    assert runs == 10

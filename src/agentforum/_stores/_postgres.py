@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import TYPE_CHECKING, Final, TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import anyio
-import anyio.from_thread
 import anyio.to_thread
 from anyio.lowlevel import RunVar
 
@@ -39,6 +38,7 @@ from ._cache import check_entry
 from ._claims import check_call, check_claim, check_seconds
 from ._garbage import DEFAULT_GRACE, GarbageReport, check_grace, collect_postgres
 from ._postgres_connect import Pool, Target
+from ._postgres_listen import Listener
 from ._protocol import Claim, ClaimingStore, IntegrityProblem, MessageStore
 from ._refs import ANY, check_current, check_expected
 
@@ -54,10 +54,6 @@ if TYPE_CHECKING:
     Connection: TypeAlias = psycopg.Connection[tuple[object, ...]]
 
 T = TypeVar("T")
-
-#: Seconds between two looks, by a thread waiting for a ``NOTIFY``, at whether its caller
-#: was cancelled: how long a cancelled :meth:`PostgresStore.wait_released` takes to return.
-LISTEN_CHECK: Final = 0.05
 
 
 class PostgresStore(MessageStore, ClaimingStore):
@@ -104,7 +100,7 @@ class PostgresStore(MessageStore, ClaimingStore):
         ValueError: ``url`` is not a PostgreSQL URL, or ``max_connections`` is not positive.
     """
 
-    __slots__ = ("_create", "_limiter", "_max_connections", "_pool", "_target")
+    __slots__ = ("_create", "_limiter", "_listener", "_max_connections", "_pool", "_target")
 
     def __init__(self, url: str, *, create: bool = True, max_connections: int = 10) -> None:
         self._target = Target.of(url)
@@ -115,6 +111,7 @@ class PostgresStore(MessageStore, ClaimingStore):
         # One limiter per event loop: a limiter belongs to the loop that made it.
         self._limiter: RunVar[anyio.CapacityLimiter] = RunVar(f"PostgresStore {id(self)}")
         self._max_connections = max_connections
+        self._listener: RunVar[Listener] = RunVar(f"PostgresStore {id(self)} listener")
 
     def __repr__(self) -> str:
         return f"<PostgresStore {self._target.display!r}>"
@@ -445,43 +442,31 @@ class PostgresStore(MessageStore, ClaimingStore):
         """Wait until the claim on ``call_hash`` is released; see
         :meth:`ClaimingStore.wait_released`.
 
-        Listens (``LISTEN agentforum_claims``) on a connection of its own, made for the
-        wait and closed after it, in a worker thread: each call waiting for another
-        worker's holds one thread and one connection meanwhile, beside the store's
-        ``max_connections``. Returns when the holder's release is announced; it does not
-        notice a lease running out (``poll`` is not used: nothing is polled). Cancelled, it
-        returns within 0.05 seconds, its connection closed.
+        Woken by the holder's release (``LISTEN agentforum_claims``), not by looking
+        again: ``poll`` is not used, and a lease running out is not noticed. Every call
+        waiting in one event loop shares one connection of the store's, which listens,
+        beside its ``max_connections`` (made by the first wait, closed by :meth:`aclose`),
+        and at most one worker thread at a time reads it. Cancelled, it returns within
+        0.05 seconds. If that connection breaks, every wait returns early.
 
         Raises:
-            StoreError: no connection can be made, or it broke while waiting.
+            StoreError: the listening connection cannot be made, or the claim cannot be
+                read.
         """
         check_call(call_hash)
         check_seconds("poll", poll)
         await self.open()  # the database checked (and its schema made) as for any use
-        await anyio.to_thread.run_sync(self._wait_released, call_hash)
-
-    def _wait_released(self, call_hash: str) -> None:
-        import psycopg
-
         key = rows.key(call_hash)
-        connection = self._target.connect()
+
+        def held(connection: Connection) -> bool:
+            return connection.execute(tables.HELD, (key,)).fetchone() is not None
+
         try:
-            # Listening first, then looking: a release between the two is not missed.
-            connection.execute(f"LISTEN {tables.CLAIMS_CHANNEL}")
-            if connection.execute(tables.HELD, (key,)).fetchone() is None:
-                return
-            while True:
-                for notify in connection.notifies(timeout=LISTEN_CHECK, stop_after=1):
-                    if notify.payload == call_hash:
-                        return
-                anyio.from_thread.check_cancelled()
-        except psycopg.Error as exc:
-            raise StoreError(
-                f"{self._target.display}: waiting for another worker's call: "
-                f"{self._target.scrub(str(exc))}"
-            ) from exc
-        finally:
-            connection.close()
+            listener = self._listener.get()
+        except LookupError:
+            listener = Listener(self._target)
+            self._listener.set(listener)
+        await listener.wait(call_hash, functools.partial(self._run, held))
 
     # -- integrity ----------------------------------------------------------------------------
 
@@ -514,6 +499,12 @@ class PostgresStore(MessageStore, ClaimingStore):
         closed even when the caller is cancelled.
         """
         with anyio.CancelScope(shield=True):
+            try:
+                listener = self._listener.get()
+            except LookupError:
+                pass
+            else:
+                await listener.aclose()
             await anyio.to_thread.run_sync(self._pool.close)
 
 
