@@ -443,7 +443,11 @@ class CountsWaits(PostgresStore):
 
     def __init__(self, url: str, expected: int) -> None:
         super().__init__(url, max_connections=2)
-        self.expected = expected
+        self.expect(expected)
+
+    def expect(self, calls: int) -> None:
+        """Set :attr:`all_waiting` once ``calls`` more calls wait."""
+        self.expected = calls
         self.all_waiting = anyio.Event()
 
     async def wait_released(self, call_hash: str, *, poll: float) -> None:
@@ -451,6 +455,43 @@ class CountsWaits(PostgresStore):
         if self.expected == 0:
             self.all_waiting.set()
         await super().wait_released(call_hash, poll=poll)
+
+
+class Crowd:
+    """Two forums on one PostgreSQL database: the first runs ``calls`` distinct calls, whose
+    agent answers once the test says ``go``; the second makes the same calls, which wait
+    for the first's claims."""
+
+    def __init__(self, url: str, calls: int, lease: float) -> None:
+        self.calls = calls
+        self.stores = [PostgresStore(url, max_connections=2), CountsWaits(url, calls)]
+        self.forums = [Forum(store, lease=lease, heartbeat=lease / 3) for store in self.stores]
+        self.runs = 0
+        self.all_running = anyio.Event()
+        self.go = anyio.Event()
+        self.agents = [forum.agent(self.expert) for forum in self.forums]
+
+    async def expert(self, ctx: InteractionContext) -> None:
+        self.runs += 1
+        if self.runs == self.calls:
+            self.all_running.set()
+        await self.go.wait()
+        async for request in ctx.request_messages:
+            ctx.respond(f"the answer to {(await request).content}")
+
+    async def start(self, waiting: int) -> tuple[list[MessageSequence], list[MessageSequence]]:
+        """Start every call of the first forum, then the first ``waiting`` of the second's
+        once those run; return both once the second's wait."""
+        running = [self.agents[0].ask(f"question {index}") for index in range(self.calls)]
+        await self.all_running.wait()
+        self.stores[1].expect(waiting)
+        others = [self.agents[1].ask(f"question {index}") for index in range(waiting)]
+        await self.stores[1].all_waiting.wait()
+        return running, others
+
+    async def aclose(self) -> None:
+        for store in self.stores:
+            await store.aclose()
 
 
 @pytest.mark.anyio
@@ -461,45 +502,24 @@ async def test_calls_waiting_on_postgres_share_one_listening_connection(
     role the server lets hold 5 connections (each forum's pool 2, and 1 to listen on): they
     all wait and replay the other's answers. (A connection per waiting call, as before,
     was refused by the server: too many connections for the role.)"""
-    calls = 30
     role = f"agentforum_waiter_{os.getpid()}_{id(postgres_url)}"
     name = urllib.parse.urlsplit(postgres_url).path.lstrip("/")
     postgres_server.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 5 PASSWORD 'waiting'")
     try:
         postgres_server.execute(f'ALTER DATABASE "{name}" OWNER TO {role}')
-        url = postgres_server.database_url(name, user=role, password="waiting")
-        stores = [PostgresStore(url, max_connections=2), CountsWaits(url, calls)]
-        forums = [Forum(store, lease=60, heartbeat=20) for store in stores]
-        runs = 0
-        all_running = anyio.Event()
-        go = anyio.Event()
-
-        async def expert(ctx: InteractionContext) -> None:
-            nonlocal runs
-            runs += 1
-            if runs == calls:
-                all_running.set()
-            await go.wait()
-            async for request in ctx.request_messages:
-                ctx.respond(f"the answer to {(await request).content}")
-
-        agents = [forum.agent(expert) for forum in forums]
+        crowd = Crowd(postgres_server.database_url(name, user=role, password="waiting"), 30, 60)
         try:
             with anyio.fail_after(PATIENCE):
-                async with forums[0], forums[1]:
-                    running = [agents[0].ask(f"question {index}") for index in range(calls)]
-                    await all_running.wait()
-                    waiting = [agents[1].ask(f"question {index}") for index in range(calls)]
-                    await stores[1].all_waiting.wait()
-                    go.set()
+                async with crowd.forums[0], crowd.forums[1]:
+                    running, waiting = await crowd.start(30)
+                    crowd.go.set()
                     answered = [await call.messages() for call in running]
                     replayed = [await call.messages() for call in waiting]
         finally:
-            for store in stores:
-                await store.aclose()
+            await crowd.aclose()
         assert replayed == answered
-        assert runs == calls
-        assert forums[1].statistics().agents_run == 0
+        assert crowd.runs == 30
+        assert crowd.forums[1].statistics().agents_run == 0
     finally:
         postgres_server.drop_database(postgres_url)
         postgres_server.execute(f"DROP ROLE {role}")
@@ -512,44 +532,25 @@ async def test_the_reading_of_releases_passes_on_when_the_reading_call_is_cancel
     """Of the calls waiting on PostgreSQL, one reads the releases for all: when it is
     cancelled, with 8 others, a call still waiting takes the reading over and wakes when
     its claim is released (its lease is 10 minutes: it would otherwise wait that long)."""
-    stores = [PostgresStore(postgres_url, max_connections=2), CountsWaits(postgres_url, 9)]
-    forums = [Forum(store, lease=600, heartbeat=200) for store in stores]
-    runs = 0
-    all_running = anyio.Event()
-    go = anyio.Event()
-
-    async def expert(ctx: InteractionContext) -> None:
-        nonlocal runs
-        runs += 1
-        if runs == 10:
-            all_running.set()
-        await go.wait()
-        async for request in ctx.request_messages:
-            ctx.respond(f"the answer to {(await request).content}")
-
-    agents = [forum.agent(expert) for forum in forums]
+    crowd = Crowd(postgres_url, 10, 600)
     try:
         with anyio.fail_after(PATIENCE):
-            async with forums[0], forums[1]:
-                running = [agents[0].ask(f"question {index}") for index in range(10)]
-                await all_running.wait()
-                cancelled = [agents[1].ask(f"question {index}") for index in range(9)]
-                await stores[1].all_waiting.wait()
+            async with crowd.forums[0], crowd.forums[1]:
+                running, cancelled = await crowd.start(9)
                 # The private state, only to order the test: one of the 9 reads now.
-                listener = stores[1]._listener.get()
+                listener = crowd.stores[1]._listener.get()
                 while listener._driver is None:  # noqa: ASYNC110
                     await anyio.sleep(0.01)
-                stores[1].expected, stores[1].all_waiting = 1, anyio.Event()
-                survivor = agents[1].ask("question 9")
-                await stores[1].all_waiting.wait()
+                crowd.stores[1].expect(1)
+                survivor = crowd.agents[1].ask("question 9")
+                await crowd.stores[1].all_waiting.wait()
                 for call in cancelled:
                     call.cancel()
                 for call in cancelled:
                     with pytest.raises(AgentCancelled):
                         await call.messages()
-                go.set()
+                crowd.go.set()
                 assert await survivor.messages() == await running[9].messages()
     finally:
-        for store in stores:
-            await store.aclose()
-    assert runs == 10
+        await crowd.aclose()
+    assert crowd.runs == 10
