@@ -21,7 +21,7 @@ import anyio
 import anyio.to_thread
 from anyio.lowlevel import RunVar
 
-from .._exceptions import AmbiguousHashError, IntegrityError, MessageNotFoundError, StoreError
+from .._exceptions import IntegrityError, MessageNotFoundError, StoreError
 from .._messages import (
     ForwardedMessage,
     Message,
@@ -231,11 +231,7 @@ class PostgresStore(MessageStore, ClaimingStore):
 
         def select(connection: Connection) -> Message:
             found = connection.execute(f"{query} ORDER BY messages.hash LIMIT 2", bounds).fetchall()
-            if not found:
-                raise MessageNotFoundError(f"no message hash starts with {prefix}")
-            if len(found) > 1:
-                raise AmbiguousHashError(f"more than one message hash starts with {prefix}")
-            return tables.decode(found[0])
+            return rows.only_match(found, prefix, tables.decode)
 
         return await self._run(select)
 
@@ -255,25 +251,8 @@ class PostgresStore(MessageStore, ClaimingStore):
 
     async def ancestors(self, hash: str) -> list[Message]:
         def select(connection: Connection) -> list[Message]:
-            found = {
-                rows.hex_of(stored[0]): stored
-                for stored in connection.execute(tables.ANCESTORS, (rows.key(hash),))
-            }
-            if not found:
-                raise MessageNotFoundError(f"message {hash} is not in the store")
-            branch: list[Message] = []
-            key: str | None = hash
-            while key is not None:
-                if key not in found:
-                    raise IntegrityError(
-                        f"the branch of {hash} is broken at {branch[-1].hash}: its stored "
-                        "parent column disagrees with its fields"
-                    )
-                message = tables.decode(found[key])
-                branch.append(message)
-                key = message.parent
-            branch.reverse()
-            return branch
+            found = connection.execute(tables.ANCESTORS, (rows.key(hash),))
+            return rows.branch(hash, found, tables.decode)
 
         if not is_hash(hash):
             raise MessageNotFoundError(f"message {hash!r} is not in the store")
@@ -285,14 +264,7 @@ class PostgresStore(MessageStore, ClaimingStore):
                 found = connection.execute(tables.ROOTS).fetchall()
             else:
                 found = connection.execute(tables.CHILDREN, (rows.key(hash),)).fetchall()
-            children = [tables.decode(stored) for stored in found]
-            for child in children:
-                if child.parent != hash:
-                    raise IntegrityError(
-                        f"message {child.hash} is stored under parent {hash}, "
-                        f"but its fields name {child.parent}"
-                    )
-            return children
+            return rows.children(hash, found, tables.decode)
 
         if hash is not None and not is_hash(hash):
             await anyio.lowlevel.checkpoint()

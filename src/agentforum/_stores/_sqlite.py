@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Final, TypeVar, cast
 
 import anyio
 
-from .._exceptions import AmbiguousHashError, IntegrityError, MessageNotFoundError, StoreError
+from .._exceptions import IntegrityError, MessageNotFoundError, StoreError
 from .._hashing import FORMAT
 from .._messages import (
     ForwardedMessage,
@@ -458,11 +458,7 @@ class SQLiteStore(MessageStore, ClaimingStore):
 
         def select(connection: sqlite3.Connection) -> Message:
             found = connection.execute(f"{query} ORDER BY messages.hash LIMIT 2", bounds).fetchall()
-            if not found:
-                raise MessageNotFoundError(f"no message hash starts with {prefix}")
-            if len(found) > 1:
-                raise AmbiguousHashError(f"more than one message hash starts with {prefix}")
-            return rows.decode(found[0])
+            return rows.only_match(found, prefix, rows.decode)
 
         return await self._run(select)
 
@@ -486,25 +482,8 @@ class SQLiteStore(MessageStore, ClaimingStore):
 
     async def ancestors(self, hash: str) -> list[Message]:
         def select(connection: sqlite3.Connection) -> list[Message]:
-            found = {
-                rows.hex_of(stored[0]): stored
-                for stored in connection.execute(rows.ANCESTORS, (rows.key(hash),))
-            }
-            if not found:
-                raise MessageNotFoundError(f"message {hash} is not in the store")
-            branch: list[Message] = []
-            key: str | None = hash
-            while key is not None:
-                if key not in found:
-                    raise IntegrityError(
-                        f"the branch of {hash} is broken at {branch[-1].hash}: its stored "
-                        "parent column disagrees with its fields"
-                    )
-                message = rows.decode(found[key])
-                branch.append(message)
-                key = message.parent
-            branch.reverse()
-            return branch
+            found = connection.execute(rows.ANCESTORS, (rows.key(hash),))
+            return rows.branch(hash, found, rows.decode)
 
         if not is_hash(hash):
             raise MessageNotFoundError(f"message {hash!r} is not in the store")
@@ -513,14 +492,7 @@ class SQLiteStore(MessageStore, ClaimingStore):
     async def children(self, hash: str | None) -> list[Message]:
         def select(connection: sqlite3.Connection) -> list[Message]:
             found = connection.execute(rows.CHILDREN, (rows.link(hash),)).fetchall()
-            children = [rows.decode(stored) for stored in found]
-            for child in children:
-                if child.parent != hash:
-                    raise IntegrityError(
-                        f"message {child.hash} is stored under parent {hash}, "
-                        f"but its fields name {child.parent}"
-                    )
-            return children
+            return rows.children(hash, found, rows.decode)
 
         if hash is not None and not is_hash(hash):
             return []

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Final
 
-from .._exceptions import IntegrityError
+from .._exceptions import AmbiguousHashError, IntegrityError, MessageNotFoundError
 from .._hashing import FORMAT, hash_content, json_value
 from .._messages import _KINDS, CallMessage, ErrorMessage, ForwardedMessage, Message, is_hash
 
 if TYPE_CHECKING:
     import sqlite3
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable, Sequence
 
     from ._cache import Node
 
@@ -224,6 +224,63 @@ def decode(stored: Row) -> Message:
             raise IntegrityError(f"a message is {problem}: the file is damaged")
         raise IntegrityError(f"message {hash}: {problem}")
     return message
+
+
+def only_match(found: Sequence[Row], prefix: str, decode: Callable[[Row], Message]) -> Message:
+    """The message of the one row that a prefix's look-up found (at most 2 asked for).
+
+    Raises:
+        MessageNotFoundError: no row.
+        AmbiguousHashError: two rows.
+    """
+    if not found:
+        raise MessageNotFoundError(f"no message hash starts with {prefix}")
+    if len(found) > 1:
+        raise AmbiguousHashError(f"more than one message hash starts with {prefix}")
+    return decode(found[0])
+
+
+def branch(hash: str, found: Iterable[Row], decode: Callable[[Row], Message]) -> list[Message]:
+    """The branch of ``hash``, root first, from the rows of its ancestors (in any order).
+
+    Raises:
+        MessageNotFoundError: no row (``hash`` is not stored).
+        IntegrityError: the rows do not link up through their messages' parents.
+    """
+    by_hash = {hex_of(stored[0]): stored for stored in found}
+    if not by_hash:
+        raise MessageNotFoundError(f"message {hash} is not in the store")
+    messages: list[Message] = []
+    at: str | None = hash
+    while at is not None:
+        if at not in by_hash:
+            raise IntegrityError(
+                f"the branch of {hash} is broken at {messages[-1].hash}: its stored "
+                "parent column disagrees with its fields"
+            )
+        message = decode(by_hash[at])
+        messages.append(message)
+        at = message.parent
+    messages.reverse()
+    return messages
+
+
+def children(
+    parent: str | None, found: Iterable[Row], decode: Callable[[Row], Message]
+) -> list[Message]:
+    """The messages of the rows stored under ``parent``, which their fields must name.
+
+    Raises:
+        IntegrityError: a row's message names another parent.
+    """
+    messages = [decode(stored) for stored in found]
+    for child in messages:
+        if child.parent != parent:
+            raise IntegrityError(
+                f"message {child.hash} is stored under parent {parent}, "
+                f"but its fields name {child.parent}"
+            )
+    return messages
 
 
 def rebuild(stored: Row) -> tuple[Message, None] | tuple[None, str]:
