@@ -351,6 +351,40 @@ async def test_cancelling_the_forum_ends_every_span(
     assert span.attributes["agentforum.cancelled"] is True
 
 
+class _Refusing:
+    """A task group that starts nothing, as a closed one does."""
+
+    def start_soon(self, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("this task group is not active")
+
+
+async def test_a_call_whose_task_cannot_start_ends_its_span(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """If the forum's task group refuses the call's task, the error reaches the caller and
+    the call's span ends at once (nothing is left open)."""
+    forum = traced_forum(provider)
+
+    @forum.agent
+    async def echo(ctx: InteractionContext) -> None:
+        ctx.respond("never")
+
+    with anyio.fail_after(LIMIT):
+        async with forum:
+            state = forum._state
+            assert state is not None
+            group, state.task_group = state.task_group, _Refusing()  # type: ignore[assignment]
+            try:
+                with pytest.raises(RuntimeError, match="not active"):
+                    echo.ask("go")
+            finally:
+                state.task_group = group
+                state.calls_running -= 1  # the call that never ran
+    [span] = calls_of(exporter)
+    assert span.attributes is not None
+    assert span.attributes["gen_ai.agent.name"] == "echo"
+
+
 async def test_uninstrument_stops_the_spans_and_instrument_starts_them_while_running(
     provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:

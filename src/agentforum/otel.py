@@ -122,7 +122,13 @@ class _CallTracer:
             attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": alias},
         )
         self._spans[call] = span
-        call.state.task_group.start_soon(self._run, call, span, name=f"call of {alias}")
+        try:
+            call.state.task_group.start_soon(self._run, call, span, name=f"call of {alias}")
+        except BaseException:
+            # No task: the call never runs (the forum is closing), so neither does its span.
+            del self._spans[call]
+            span.end()
+            raise
 
     async def _run(self, call: Call, span: Span) -> None:
         """The call's task, with its span current while it runs; then the span ends."""
