@@ -724,3 +724,21 @@ async def test_an_untraced_forum_makes_no_span(exporter: InMemorySpanExporter) -
         async with forum:
             await echo.ask("go").messages()
     assert exporter.get_finished_spans() == ()
+
+
+def test_without_the_extra_the_import_says_what_to_install() -> None:
+    """Where OpenTelemetry is not installed, ``import agentforum.otel`` names the extra."""
+    code = (
+        "import sys\n"
+        "sys.modules['opentelemetry'] = None  # as if it were not installed\n"
+        "try:\n"
+        "    import agentforum.otel\n"
+        "except ModuleNotFoundError as exc:\n"
+        "    print(exc.name, exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == (
+        "opentelemetry agentforum.otel needs the OpenTelemetry API: pip install 'agentforum[otel]'"
+    )

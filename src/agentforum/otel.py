@@ -190,14 +190,8 @@ def _end(call: Call, span: Span) -> None:
     else:
         message = failure.message
         span.set_attribute("error.type", message.error_type)
-        cause = failure.cause
-        if cause is not None:
-            span.record_exception(cause)
-        else:
-            span.add_event(
-                "exception",
-                {"exception.type": message.error_type, "exception.message": message.content},
-            )
+        if failure.cause is not None:  # in this process, an error always has its cause
+            span.record_exception(failure.cause)
         span.set_status(Status(StatusCode.ERROR, f"{message.error_type}: {message.content}"))
     span.end()
 
