@@ -69,6 +69,9 @@ def instrument(forum: Forum, *, tracer_provider: TracerProvider | None = None) -
         forum: The forum to trace.
         tracer_provider: Where the spans go; ``None`` (the default) means OpenTelemetry's
             global tracer provider (``opentelemetry.trace.set_tracer_provider``).
+
+    Raises:
+        TypeError: ``forum`` is not a :class:`~agentforum.Forum`.
     """
     if not isinstance(forum, Forum):
         raise TypeError(f"instrument() traces a Forum, not {type(forum).__qualname__}")
@@ -78,7 +81,11 @@ def instrument(forum: Forum, *, tracer_provider: TracerProvider | None = None) -
 
 
 def uninstrument(forum: Forum) -> None:
-    """Stop tracing the calls of ``forum`` (from its next call on); nothing if it was not."""
+    """Stop tracing the calls of ``forum`` (from its next call on); nothing if it was not.
+
+    Raises:
+        TypeError: ``forum`` is not a :class:`~agentforum.Forum`.
+    """
     if not isinstance(forum, Forum):
         raise TypeError(f"uninstrument() takes a Forum, not {type(forum).__qualname__}")
     forum._set_tracer(None)
