@@ -108,6 +108,9 @@ _EXTERNAL = {
         "hypothesis.strategies.SearchStrategy",
         # the openai SDK
         "openai.AsyncOpenAI",
+        # the OpenTelemetry API
+        "TracerProvider",
+        "opentelemetry.trace.TracerProvider",
     ],
     "py:exc": ["anyio.ClosedResourceError"],
     "py:func": ["anyio.to_thread.run_sync"],
@@ -126,7 +129,13 @@ html_title = f"agentforum {release}"
 
 def _public_packages() -> dict[str, Any]:
     """The packages whose ``__all__`` make the public API, imported."""
-    names = ["agentforum", "agentforum.testing", "agentforum.llms", "agentforum.llms.openai"]
+    names = [
+        "agentforum",
+        "agentforum.testing",
+        "agentforum.llms",
+        "agentforum.llms.openai",
+        "agentforum.otel",
+    ]
     packages = {name: importlib.import_module(name) for name in names}
     for package in packages.values():
         for name in package.__all__:

@@ -9,7 +9,8 @@ A block that only illustrates (a fragment, pseudo-code, a signature) must use an
 string: ``py`` for Python that is shown highlighted but not run, ``console`` for shell
 commands, ``text`` or none for output and data.
 
-The blocks of the documents in ``LLM_DOCUMENTS`` (``docs/llms.md``) ask a model through
+The blocks of the documents in ``LLM_DOCUMENTS`` (``docs/llms.md``,
+``docs/observability.md``) ask a model through
 ``openai.AsyncOpenAI()`` configured from the environment: while one of them runs, a
 loopback Chat Completions server (``tests/llm_server.py``) answers every request with
 ``LLM_REPLY``, streamed, with usage, and ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY`` point
@@ -51,7 +52,7 @@ BACKENDS: dict[str, dict[str, Any]] = {"asyncio": {"debug": True}, "trio": {}}
 _FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>[^`\n]*)$")
 
 #: The names of the documents whose blocks run against a loopback LLM server.
-LLM_DOCUMENTS = frozenset({"llms.md"})
+LLM_DOCUMENTS = frozenset({"llms.md", "observability.md"})
 #: What the loopback server answers to every request, a word per token.
 LLM_REPLY = "A streamed answer from the loopback server."
 #: The replies scripted for the blocks of a document that contain a text, answered before

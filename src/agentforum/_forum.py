@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
     from typing_extensions import Self
 
+    from ._runtime._state import CallTracer
     from ._stores._refs import Expected
     from ._sync import SyncReport
 
@@ -88,6 +89,7 @@ class Forum:
         "_state",
         "_store",
         "_task_group",
+        "_tracer",
         "cache",
         "heartbeat",
         "lease",
@@ -135,6 +137,8 @@ class Forum:
         # one is kept after the block, for statistics().
         self._state: ForumState | None = None
         self._last: ForumState | None = None
+        #: What traces the calls, once ``agentforum.otel.instrument`` set it.
+        self._tracer: CallTracer | None = None
 
     def __repr__(self) -> str:
         state = "running" if self._task_group is not None else "not running"
@@ -155,6 +159,15 @@ class Forum:
             raise RuntimeError("the store of a running forum cannot be replaced")
         previous, self._store = self._store, store
         return previous
+
+    def _set_tracer(self, tracer: CallTracer | None) -> None:
+        """Trace the calls made from now on with ``tracer`` (``None``: trace none).
+
+        For ``agentforum.otel``; not part of the public API.
+        """
+        self._tracer = tracer
+        if self._state is not None:
+            self._state.tracer = tracer
 
     @property
     def is_running(self) -> bool:
@@ -441,7 +454,7 @@ class Forum:
         group = anyio.create_task_group()
         await group.__aenter__()
         self._task_group = group
-        self._state = self._last = ForumState(self, self._store, group)
+        self._state = self._last = ForumState(self, self._store, group, self._tracer)
         return self
 
     async def __aexit__(

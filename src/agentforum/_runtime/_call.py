@@ -42,6 +42,13 @@ class Call:
     queues requests and responses for the writer, and never blocks.
     """
 
+    #: How the cache answered a call through it: ``"hit"``, ``"miss"`` (it ran its agent)
+    #: or ``"followed"`` (an identical call in flight answered it), set when the cache has
+    #: answered (``_flight.py``, ``_claims.py``). Left unset, not set to ``None``, in
+    #: ``__init__``, so that it costs nothing to a call that nobody traces: read it with
+    #: ``getattr(call, "cache_result", None)``.
+    cache_result: str
+
     __slots__ = (
         "_agent_scope",
         "_cancelled",
@@ -54,6 +61,7 @@ class Call:
         "agent_error",
         "blank_history",
         "branch_from",
+        "cache_result",
         "cached",
         "caller",
         "caller_read",
@@ -451,7 +459,11 @@ def start(
         caller.adopt(call)
     state.calls_started += 1
     state.calls_running += 1
-    state.task_group.start_soon(call.run, name=f"call of {agent.alias}")
+    tracer = state.tracer
+    if tracer is None:
+        state.task_group.start_soon(call.run, name=f"call of {agent.alias}")
+    else:
+        tracer.start(call)  # it starts the task, traced (``agentforum.otel``)
     return call
 
 

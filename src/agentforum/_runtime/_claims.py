@@ -82,12 +82,14 @@ async def lead(call: Call, key: str) -> bool:
             # entry found wrong then was reported then).
             if claim.answered and await _answered(call, key, warn=False):
                 state.cache_hits += 1
+                call.cache_result = _flight.HIT
                 return False
             return True
         with anyio.move_on_after(claim.lease_left):
             await store.wait_released(key, poll=forum.heartbeat / POLLS_PER_HEARTBEAT)
         if await _answered(call, key):
             state.calls_followed += 1
+            call.cache_result = _flight.FOLLOWED
             return False
 
 

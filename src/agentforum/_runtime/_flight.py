@@ -21,7 +21,7 @@ follow goes on running for them; its consumers get :exc:`AgentCancelled` at once
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import anyio
 
@@ -34,6 +34,12 @@ from ._writer import CANCELLED, fail_log
 
 if TYPE_CHECKING:
     from ._call import Call
+
+#: How the cache answered a call (``Call.cache_result``): from the cache index, by running
+#: the agent, or by an identical call in flight (in this process or in another).
+HIT: Final = "hit"
+MISS: Final = "miss"
+FOLLOWED: Final = "followed"
 
 
 class Flight:
@@ -95,6 +101,7 @@ async def answer(call: Call) -> None:
             return
         if cached is not None:
             state.cache_hits += 1
+            call.cache_result = HIT
             replay(call, cached)
             return
         leader = state.flights.get(key)  # an identical call may have started meanwhile
@@ -108,9 +115,11 @@ async def answer(call: Call) -> None:
                 return
             if runs:
                 state.cache_misses += 1
+                call.cache_result = MISS
                 await call.execute()
             return
     state.calls_followed += 1
+    call.cache_result = FOLLOWED
     await _follow(call, leader)
 
 

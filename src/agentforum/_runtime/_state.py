@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 from anyio.lowlevel import current_token
@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from .._forum import Forum
     from .._promises import Failure
     from .._stores._protocol import MessageStore
+    from ..llms._observe import ModelRequest
     from ._call import Call
 
 
@@ -45,6 +46,29 @@ class ForumStatistics:
     messages_stored: int
 
 
+class CallTracer(Protocol):
+    """What traces a forum's calls, when something does (``agentforum.otel``).
+
+    A forum that is not traced has none (``ForumState.tracer`` is ``None``): then nothing
+    of this runs, and the runtime's only cost is checking that, once per call.
+    """
+
+    def start(self, call: Call) -> None:
+        """Trace ``call``, a new call, and start its task (``call.run``) in the forum's group."""
+
+    def model_request(
+        self,
+        call: Call,
+        *,
+        provider: str,
+        model: str,
+        operation: str,
+        server_address: str | None,
+        server_port: int | None,
+    ) -> ModelRequest:
+        """Trace a request to a model that the agent function of ``call`` makes."""
+
+
 class ForumState:
     """The state of one run of a forum (one ``async with forum:``), owned by the forum.
 
@@ -69,14 +93,23 @@ class ForumState:
         "store",
         "store_errors",
         "task_group",
+        "tracer",
     )
 
-    def __init__(self, forum: Forum, store: MessageStore, task_group: TaskGroup) -> None:
+    def __init__(
+        self,
+        forum: Forum,
+        store: MessageStore,
+        task_group: TaskGroup,
+        tracer: CallTracer | None = None,
+    ) -> None:
         #: The forum, for the public objects that calls hand out (sequences, contexts).
         self.forum = forum
         self.store = store
         #: Where every call's task runs.
         self.task_group = task_group
+        #: What traces the calls (``agentforum.otel.instrument``), or ``None``: not traced.
+        self.tracer = tracer
         #: The AnyIO backend the forum runs on (it runs in one event loop from its entry to
         #: its exit): the calls make their cancel scopes and events with it, instead of
         #: asking which library runs (``sniffio``) for each one as ``anyio.Event()`` does.

@@ -2,14 +2,17 @@
 
 The adapters live in submodules, each with the extra it needs:
 :mod:`agentforum.llms.openai` (``pip install "agentforum[openai]"``) for the OpenAI-compatible
-Chat Completions API. This package itself needs nothing beyond agentforum: the errors, and
-:class:`Tool`, the Python functions that a model may call.
+Chat Completions API. This package itself needs nothing beyond agentforum: the errors,
+:class:`Tool`, the Python functions that a model may call, and :func:`model_request`, the
+hook through which an adapter's requests are traced (``docs/observability.md``).
 """
 
 from __future__ import annotations
 
 from .._exceptions import AgentForumError
 from .._public import claim
+from ._observe import ModelRequest as ModelRequest
+from ._observe import model_request as model_request
 from ._tools import Tool as Tool
 from ._tools import tool as tool
 
@@ -58,7 +61,9 @@ __all__ = [
     "LLMRequestError",
     "LLMServerError",
     "LLMToolLoopError",
+    "ModelRequest",
     "Tool",
+    "model_request",
     "tool",
 ]
 

@@ -40,6 +40,7 @@ from . import (
     LLMServerError,
     LLMToolLoopError,
 )
+from ._observe import ModelRequest, model_request
 from ._tools import Tool, as_tool, unknown_tool
 
 if TYPE_CHECKING:
@@ -275,7 +276,31 @@ class OpenAIAgent:
         messages: list[dict[str, Any]],
         parameters: dict[str, Any],
     ) -> Message:
-        """Ask the model once; respond with its answer, streamed, and return it (no parent)."""
+        """Ask the model once; respond with its answer, streamed, and return it (no parent).
+
+        The request is a span when the forum is traced (:func:`model_request`).
+        """
+        url = client.base_url
+        with model_request(
+            ctx,
+            provider="openai",
+            model=model,
+            server_address=url.host or None,
+            server_port=url.port or _DEFAULT_PORTS.get(url.scheme),
+        ) as request:
+            return await self._stream(ctx, client, where, model, messages, parameters, request)
+
+    async def _stream(
+        self,
+        ctx: InteractionContext,
+        client: openai.AsyncOpenAI,
+        where: str,
+        model: str,
+        messages: list[dict[str, Any]],
+        parameters: dict[str, Any],
+        request: ModelRequest,
+    ) -> Message:
+        """Send the request and relay its answer (see :meth:`_ask`); record it on ``request``."""
         try:
             stream: openai.AsyncStream[ChatCompletionChunk] = await client.chat.completions.create(
                 model=model,
@@ -289,15 +314,19 @@ class OpenAIAgent:
         # that is an ErrorMessage alone, not an empty message cut short.
         streamed = StreamedMessage()
         ctx.respond(streamed)
-        async with streamed:
-            try:
-                tokens, calls = await _relay(stream, streamed, where)
-            finally:
-                # At once, even when cancelled: the server sees the connection close.
-                with anyio.CancelScope(shield=True):
-                    await stream.close()
-            if calls:
-                streamed.add_metadata(tool_calls=calls)
+        try:
+            async with streamed:
+                try:
+                    tokens, calls = await _relay(stream, streamed, where)
+                finally:
+                    # At once, even when cancelled: the server sees the connection close.
+                    with anyio.CancelScope(shield=True):
+                        await stream.close()
+                if calls:
+                    streamed.add_metadata(tool_calls=calls)
+        finally:
+            # What the answer said, as far as it got (a stream cut short has its model).
+            _record(request, streamed.metadata)
         return Message(content="".join(tokens), sender=ctx.agent.alias, metadata=streamed.metadata)
 
     async def _run_tools(self, calls: list[tuple[str, str, str]], me: str) -> list[Message]:
@@ -402,6 +431,25 @@ async def _relay(
             f"the stream from {where} ended after {len(tokens)} tokens without a finish reason"
         )
     return tokens, _tool_calls(state)
+
+
+#: The port of a URL that names none, by scheme (``server.port`` of a model request's span).
+_DEFAULT_PORTS: Final = {"https": 443, "http": 80}
+
+
+def _record(request: ModelRequest, metadata: Mapping[str, JSONValue]) -> None:
+    """Record on a model request what the metadata of its answer says, as far as it got."""
+    model = metadata.get("model")
+    reason = metadata.get("finish_reason")
+    usage = metadata.get("usage")
+    tokens: Mapping[str, JSONValue] = usage if isinstance(usage, Mapping) else {}
+    prompt, completion = tokens.get("prompt_tokens"), tokens.get("completion_tokens")
+    request.record(
+        response_model=model if isinstance(model, str) else None,
+        finish_reasons=[reason] if isinstance(reason, str) else None,
+        input_tokens=prompt if isinstance(prompt, int) else None,
+        output_tokens=completion if isinstance(completion, int) else None,
+    )
 
 
 def _tool_calls(state: ChatCompletionStreamState[Any]) -> list[dict[str, JSONValue]]:
