@@ -11,11 +11,9 @@ See ``docs/llms.md``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import anyio
-import anyio.lowlevel
 
 try:
     import openai
@@ -40,9 +38,10 @@ from . import (
     LLMServerError,
     LLMToolLoopError,
 )
-from ._tools import Tool, as_tool, unknown_tool
+from ._tools import Tool, as_tool, is_result, recorded_calls, run_tools, thaw
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from contextlib import AbstractAsyncContextManager
 
     from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
@@ -94,9 +93,9 @@ def chat_messages(
         elif message.sender != me or "tool_calls" not in metadata:
             continue  # another agent's tool work, or a result with no call before it
         else:
-            calls = _recorded_calls(message)
+            calls = recorded_calls(message)
             results: list[dict[str, Any]] = []
-            while index < len(kept) and _is_result(kept[index], me):
+            while index < len(kept) and is_result(kept[index], me):
                 result = kept[index]
                 index += 1
                 if result.metadata["tool_call_id"] in {call[0] for call in calls}:
@@ -123,41 +122,6 @@ def chat_messages(
                 messages.append(turn)
                 messages.extend(results)
     return messages
-
-
-def _is_result(message: Message, me: str) -> bool:
-    return message.sender == me and "tool_call_id" in message.metadata
-
-
-def _recorded_calls(message: Message) -> list[tuple[str, str, str]]:
-    """The tool calls a message records, as ``(id, name, arguments)``, checked."""
-    recorded = message.metadata["tool_calls"]
-    calls: list[tuple[str, str, str]] = []
-    if isinstance(recorded, tuple):
-        for call in recorded:
-            if not isinstance(call, Mapping):
-                break
-            call_id, name, arguments = (call.get(key) for key in ("id", "name", "arguments"))
-            if not (
-                isinstance(call_id, str) and isinstance(name, str) and isinstance(arguments, str)
-            ):
-                break
-            calls.append((call_id, name, arguments))
-        else:
-            return calls
-    raise ValueError(
-        f"message {message.hash[:12]} has metadata['tool_calls'] = {recorded!r}: expected "
-        "a list of objects with the str keys 'id', 'name' and 'arguments'"
-    )
-
-
-def _thaw(value: JSONValue) -> Any:
-    """A frozen JSON value (tuples, FrozenDicts) as the plain one the SDK sends."""
-    if isinstance(value, Mapping):
-        return {key: _thaw(item) for key, item in value.items()}
-    if isinstance(value, tuple):
-        return [_thaw(item) for item in value]
-    return value
 
 
 class OpenAIAgent:
@@ -235,7 +199,7 @@ class OpenAIAgent:
         reserved = sorted(RESERVED.intersection(kwargs))
         if reserved:
             raise TypeError(f"the agent sets {', '.join(reserved)} itself: don't pass them")
-        parameters = {key: _thaw(value) for key, value in {**self.defaults, **kwargs}.items()}
+        parameters = {key: thaw(value) for key, value in {**self.defaults, **kwargs}.items()}
         if parameters.get("n", 1) != 1:
             raise ValueError("a call answers with one message: n must be 1")
         model = parameters.pop("model", self.model)
@@ -262,7 +226,7 @@ class OpenAIAgent:
                         f"(max_tool_rounds={self.max_tool_rounds}): it may be stuck in a loop"
                     )
                 rounds += 1
-                for result in await self._run_tools(_recorded_calls(turn), me):
+                for result in await run_tools(self._tools, recorded_calls(turn), me):
                     ctx.respond(result.content, **cast("dict[str, Any]", result.metadata))
                     turns.append(result)
 
@@ -299,33 +263,6 @@ class OpenAIAgent:
             if calls:
                 streamed.add_metadata(tool_calls=calls)
         return Message(content="".join(tokens), sender=ctx.agent.alias, metadata=streamed.metadata)
-
-    async def _run_tools(self, calls: list[tuple[str, str, str]], me: str) -> list[Message]:
-        """Run the tool calls concurrently; their results, in the order of the calls."""
-        results: list[tuple[str, bool]] = [("", False)] * len(calls)
-
-        async def run(index: int, name: str, arguments: str) -> None:
-            tool = self._tools.get(name)
-            if tool is None:
-                results[index] = (unknown_tool(name, self._tools), True)
-            else:
-                results[index] = await tool.run(arguments)
-
-        async with anyio.create_task_group() as group:
-            for index, (_, name, arguments) in enumerate(calls):
-                group.start_soon(run, index, name, arguments, name=f"tool {name}")
-        # A result that came after the call was cancelled (a sync tool's thread runs to its
-        # end) is not a result. AnyIO's task group raises the cancellation on its way out
-        # on asyncio, but a Trio nursery whose children all returned exits quietly (Trio's
-        # gh-1457): checking here makes both backends record the same tree.
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        messages = []
-        for (call_id, name, _), (content, error) in zip(calls, results, strict=True):
-            metadata: dict[str, JSONValue] = {"tool_call_id": call_id, "tool": name}
-            if error:
-                metadata["error"] = True
-            messages.append(Message(content=content, sender=me, metadata=metadata))
-        return messages
 
     def _connect(self) -> AbstractAsyncContextManager[openai.AsyncOpenAI]:
         if self._client is not None:
@@ -425,7 +362,7 @@ def _declaration(tool: Tool) -> dict[str, Any]:
     function: dict[str, Any] = {"name": tool.name}
     if tool.description:
         function["description"] = tool.description
-    function["parameters"] = _thaw(tool.parameters)
+    function["parameters"] = thaw(tool.parameters)
     return {"type": "function", "function": function}
 
 
