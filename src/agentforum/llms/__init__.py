@@ -2,8 +2,9 @@
 
 The adapters live in submodules, each with the extra it needs:
 :mod:`agentforum.llms.openai` (``pip install "agentforum[openai]"``) for the OpenAI-compatible
-Chat Completions API. This package itself needs nothing beyond agentforum: the errors, and
-:class:`Tool`, the Python functions that a model may call.
+Chat Completions API, :mod:`agentforum.llms.anthropic` (``pip install
+"agentforum[anthropic]"``) for Anthropic's Messages API. This package itself needs nothing
+beyond agentforum: the errors, and :class:`Tool`, the Python functions that a model may call.
 """
 
 from __future__ import annotations
