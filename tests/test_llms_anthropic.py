@@ -1046,3 +1046,46 @@ def test_for_all_splits_the_message_is_the_concatenation_and_the_input_is_whole(
     assert turn.content == "".join(tokens)
     assert turn.metadata["tool_calls"] == recorded(use)
     assert json.loads(turn.metadata["tool_calls"][0]["arguments"]) == value
+
+
+# -- concurrency --------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_concurrent_calls_stream_at_the_same_time_on_their_own_connections() -> None:
+    """Two calls at once stream side by side, each on its own connection, without mixing.
+
+    Both streams are held after their first token until both consumers have seen theirs:
+    neither call waits for the other.
+    """
+    replies = {"red": Stream(["Red", "!"], gated=True), "blue": Stream(["Blue", "?"], gated=True)}
+    forum = Forum()
+    with anyio.fail_after(LIMIT):
+        async with serving() as (server, client):
+            claude = forum.agent(
+                anthropic_agent(model="claude-test", client=client), alias="claude"
+            )
+            async with forum:
+                sequences = {}
+                for colour, reply in replies.items():
+                    server.reply(reply)
+                    sequences[colour] = claude.ask(f"Say {colour}")
+                    # Wait for this request to arrive, so the replies go to the right call.
+                    await server.wait_for_requests(len(sequences))
+                promises = {
+                    colour: await anext(aiter(sequence)) for colour, sequence in sequences.items()
+                }
+                firsts = {
+                    colour: await anext(aiter(promise)) for colour, promise in promises.items()
+                }
+                assert firsts == {"red": "Red", "blue": "Blue"}
+                assert server.open_connections == 2
+                for reply in replies.values():
+                    reply.gates[0].set()
+                messages = {colour: await sequence.last() for colour, sequence in sequences.items()}
+    assert {colour: message.content for colour, message in messages.items()} == {
+        "red": "Red!",
+        "blue": "Blue?",
+    }
+    assert [body["messages"][-1]["content"] for body in server.bodies] == ["Say red", "Say blue"]
+    assert server.connections == 2
