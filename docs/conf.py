@@ -4,8 +4,8 @@ The pages are Markdown (MyST); the API reference (``api.md``) is generated from 
 docstrings by autodoc and napoleon (Google style). The build is nitpicky and runs with
 warnings as errors, so a link to a missing page or heading anchor, or a reference to a
 Python object that is not documented, fails it. Nothing is fetched from the network: the
-references to other projects (Python, AnyIO, the openai SDK, ...) are listed one by one in
-``nitpick_ignore`` below and render as code, not links.
+references to other projects (Python, AnyIO, the openai and anthropic SDKs, ...) are listed
+one by one in ``nitpick_ignore`` below and render as code, not links.
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ NOT_CONSTRUCTED = {
     "agentforum.MessageSequence",  # returned by agent.ask()
     "agentforum.MessageStore",  # a Protocol
     "agentforum.llms.openai.OpenAIAgent",  # made by openai_agent()
+    "agentforum.llms.anthropic.AnthropicAgent",  # made by anthropic_agent()
 }
 
 #: Private names in signatures, and what is shown instead: the private type aliases of
@@ -111,6 +112,8 @@ _EXTERNAL = {
         # the OpenTelemetry API
         "TracerProvider",
         "opentelemetry.trace.TracerProvider",
+        # the anthropic SDK
+        "anthropic.AsyncAnthropic",
     ],
     "py:exc": ["anyio.ClosedResourceError"],
     "py:func": ["anyio.to_thread.run_sync"],
@@ -135,6 +138,7 @@ def _public_packages() -> dict[str, Any]:
         "agentforum.llms",
         "agentforum.llms.openai",
         "agentforum.otel",
+        "agentforum.llms.anthropic",
     ]
     packages = {name: importlib.import_module(name) for name in names}
     for package in packages.values():

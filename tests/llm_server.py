@@ -39,7 +39,7 @@ import itertools
 import json
 from collections import deque
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import anyio
 import anyio.abc
@@ -47,6 +47,7 @@ import h11
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable, Mapping
+    from contextlib import AbstractAsyncContextManager
 
 #: Errors that mean the client went away (or broke the protocol): the connection just ends.
 _GONE = (
@@ -57,6 +58,8 @@ _GONE = (
 )
 
 _ids = itertools.count(1)
+
+S = TypeVar("S", bound="ChatServer")
 
 #: The message (a regular expression) of the ResourceWarning that Trio emits for each async
 #: generator of the SDK's stream machinery that is collected while suspended. Every stream
@@ -146,10 +149,12 @@ class Fail(Reply):
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self.status = status
-        self.body = json.dumps(
-            {"error": {"message": message, "type": type, "param": None, "code": code}}
-        ).encode()
+        self.body = json.dumps(self._body(message, type, code)).encode()
         self.headers = dict(headers or {})
+
+    def _body(self, message: str, type: str, code: str | None) -> dict[str, Any]:
+        """The JSON body of the response: the API's error object."""
+        return {"error": {"message": message, "type": type, "param": None, "code": code}}
 
     def __repr__(self) -> str:
         return f"<Fail {self.status}>"
@@ -176,7 +181,43 @@ class ToolCall(NamedTuple):
     arguments: str
 
 
-class Stream(Reply):
+class TokenStream(Reply):
+    """A streamed answer of ``tokens``, each of which may be held by a gate; the base of the
+    streams of each API (:class:`Stream` here, ``anthropic_server.Stream`` for the Messages
+    API), and of the :class:`Cutting` and :class:`Hanging` ways to break one off.
+
+    A subclass writes its API's events in :meth:`serve`: before token ``i`` it awaits
+    ``_may_send(exchange, i)`` (``False``: end the connection), then counts the token in
+    :attr:`sent` before writing it; after the last token, ``_may_finish(exchange)``.
+
+    Args:
+        tokens: The content of the answer, one event per token.
+        gated: Send each token after the first only once the test has opened its gate:
+            ``gates[i]`` (an :class:`anyio.Event`) lets token ``i + 1`` go.
+    """
+
+    def __init__(self, tokens: Iterable[str], *, gated: bool = False) -> None:
+        self.tokens = list(tokens)
+        #: ``gates[i]`` lets token ``i + 1`` go (empty unless ``gated``).
+        self.gates = [anyio.Event() for _ in self.tokens[1:]] if gated else []
+        #: How many tokens the server has written, each counted as its write begins.
+        self.sent = 0
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} of {len(self.tokens)} tokens, {self.sent} sent>"
+
+    async def _may_send(self, exchange: _Exchange, index: int) -> bool:
+        """Wait for the gate of token ``index``; ``False`` ends the connection instead."""
+        if index and self.gates:
+            await self.gates[index - 1].wait()
+        return True
+
+    async def _may_finish(self, exchange: _Exchange) -> bool:
+        """After the last token: ``False`` ends the connection without finishing."""
+        return True
+
+
+class Stream(TokenStream):
     """A streamed answer: the Chat Completions chunks of ``tokens``, as server-sent events.
 
     Args:
@@ -212,7 +253,7 @@ class Stream(Reply):
         fragment: int = 4,
         interleave: bool = False,
     ) -> None:
-        self.tokens = list(tokens)
+        super().__init__(tokens, gated=gated)
         self.tool_calls = list(tool_calls)
         self.fragment = fragment
         self.interleave = interleave
@@ -220,13 +261,6 @@ class Stream(Reply):
         self.finish_reason = finish_reason
         self.usage = usage
         self.error = error
-        #: ``gates[i]`` lets token ``i + 1`` go (empty unless ``gated``).
-        self.gates = [anyio.Event() for _ in self.tokens[1:]] if gated else []
-        #: How many tokens the server has written.
-        self.sent = 0
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} of {len(self.tokens)} tokens, {self.sent} sent>"
 
     async def serve(self, exchange: _Exchange) -> bool:
         body = exchange.request.body if isinstance(exchange.request.body, dict) else {}
@@ -313,26 +347,17 @@ class Stream(Reply):
             delta for row in itertools.zip_longest(*per_call) for delta in row if delta is not None
         ]
 
-    async def _may_send(self, exchange: _Exchange, index: int) -> bool:
-        """Wait for the gate of token ``index``; ``False`` ends the connection instead."""
-        if index and self.gates:
-            await self.gates[index - 1].wait()
-        return True
-
-    async def _may_finish(self, exchange: _Exchange) -> bool:
-        """After the last token: ``False`` ends the connection without finishing."""
-        return True
-
 
 def calling(*calls: ToolCall, tokens: Iterable[str] = (), **options: Any) -> Stream:
     """A stream that calls tools (after ``tokens``, if any), finishing with ``"tool_calls"``."""
     return Stream(tokens, tool_calls=calls, finish_reason="tool_calls", **options)
 
 
-class Cut(Stream):
-    """A stream whose connection closes after ``after`` tokens: no finish, no ``[DONE]``.
+class Cutting(TokenStream):
+    """A stream whose connection closes after ``after`` tokens, without the API's end.
 
-    The chunked body is left unterminated, so the client sees the connection break.
+    The chunked body is left unterminated, so the client sees the connection break. Mixed
+    into each API's stream: ``class Cut(Cutting, Stream)``.
     """
 
     def __init__(self, tokens: Iterable[str], *, after: int | None = None, **options: Any) -> None:
@@ -346,6 +371,10 @@ class Cut(Stream):
         return False
 
 
+class Cut(Cutting, Stream):
+    """A Chat Completions stream cut after ``after`` tokens: no finish, no ``[DONE]``."""
+
+
 async def _wait_for_disconnect(stream: anyio.abc.ByteStream) -> None:
     """Return when the client has closed the connection (the end of what it sends)."""
     try:
@@ -357,11 +386,11 @@ async def _wait_for_disconnect(stream: anyio.abc.ByteStream) -> None:
         return
 
 
-class Hang(Stream):
+class Hanging(TokenStream):
     """A stream that stops after ``after`` tokens and waits for the client to close it.
 
     :attr:`disconnected` is set when the server sees the connection closed (the end of
-    the stream it reads from).
+    the stream it reads from). Mixed into each API's stream: ``class Hang(Hanging, Stream)``.
     """
 
     def __init__(self, tokens: Iterable[str], *, after: int | None = None, **options: Any) -> None:
@@ -383,6 +412,10 @@ class Hang(Stream):
     async def _hang(self, exchange: _Exchange) -> None:
         await _wait_for_disconnect(exchange.stream)
         self.disconnected.set()
+
+
+class Hang(Hanging, Stream):
+    """A Chat Completions stream that stops after ``after`` tokens, until the client closes."""
 
 
 class Stall(Reply):
@@ -409,13 +442,22 @@ class Stall(Reply):
 
 
 class ChatServer:
-    """The running server: where it listens, what it received, what it will answer."""
+    """The running server: where it listens, what it received, what it will answer.
+
+    Subclasses speak other APIs over the same HTTP machinery (``anthropic_server``): they
+    set :attr:`PREFIX` and :meth:`_unscripted`.
+    """
+
+    #: The path of :attr:`base_url`, that the SDK puts before the API's paths.
+    PREFIX = "/v1"
 
     def __init__(self, port: int, default: Reply | None) -> None:
         #: The port it listens on, on 127.0.0.1.
         self.port = port
+        #: ``http://127.0.0.1:PORT``, without a path.
+        self.origin = f"http://127.0.0.1:{port}"
         #: The SDK's ``base_url``.
-        self.base_url = f"http://127.0.0.1:{port}/v1"
+        self.base_url = f"{self.origin}{self.PREFIX}"
         #: Every request received, in order.
         self.requests: list[Request] = []
         #: The reply for requests that no scripted reply is left for (``None``: a 418).
@@ -463,6 +505,10 @@ class ChatServer:
             return self._replies.popleft()
         if self.default is not None:
             return self.default
+        return self._unscripted()
+
+    def _unscripted(self) -> Reply:
+        """The reply to a request that the test scripted no reply for: an error."""
         return Fail(418, "the test scripted no reply for this request", type="test_error")
 
     async def _serve_connection(self, stream: anyio.abc.ByteStream) -> None:
@@ -526,17 +572,22 @@ class ChatServer:
                 return None
 
 
-@asynccontextmanager
-async def chat_server(*, default: Reply | None = None) -> AsyncIterator[ChatServer]:
+def chat_server(*, default: Reply | None = None) -> AbstractAsyncContextManager[ChatServer]:
     """Run a Chat Completions server on 127.0.0.1 for the duration of the block.
 
     Args:
         default: The reply to requests that no scripted reply is left for (it is used
             again for each of them); ``None`` answers them with a 418 error.
     """
+    return run_server(ChatServer, default)
+
+
+@asynccontextmanager
+async def run_server(kind: type[S], default: Reply | None) -> AsyncIterator[S]:
+    """Run a server of ``kind`` on 127.0.0.1 and an ephemeral port, for the block."""
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
     port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    server = ChatServer(port, default)
+    server = kind(port, default)
     async with listener, anyio.create_task_group() as group:
         group.start_soon(listener.serve, server._serve_connection)
         try:

@@ -10,12 +10,14 @@ string: ``py`` for Python that is shown highlighted but not run, ``console`` for
 commands, ``text`` or none for output and data.
 
 The blocks of the documents in ``LLM_DOCUMENTS`` (``docs/llms.md``,
-``docs/observability.md``) ask a model through
-``openai.AsyncOpenAI()`` configured from the environment: while one of them runs, a
-loopback Chat Completions server (``tests/llm_server.py``) answers every request with
-``LLM_REPLY``, streamed, with usage, and ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY`` point
-at it. A block that needs other answers (a model that calls a tool) gets them from
-``LLM_SCRIPTS``, first, and must use them all. No block reaches the network.
+``docs/observability.md``) ask a model through ``openai.AsyncOpenAI()`` or
+``anthropic.AsyncAnthropic()`` configured from the environment: while one of them runs, a
+loopback Chat Completions server (``tests/llm_server.py``) and a loopback Messages API
+server (``tests/anthropic_server.py``) answer every request with ``LLM_REPLY``, streamed,
+with usage, and ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY``, ``ANTHROPIC_BASE_URL`` and
+``ANTHROPIC_API_KEY`` point at them. A block that needs other answers (a model that calls
+a tool) gets them from ``LLM_SCRIPTS`` (Chat Completions) or ``MESSAGES_SCRIPTS``
+(Messages API), first, and must use them all. No block reaches the network.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import anyio
 import anyio.from_thread
 import pytest
 
+import anthropic_server
+from anthropic_server import MessagesServer, ToolUse, messages_server, using
 from llm_server import (
     SDK_GENERATOR_WARNING,
     ChatServer,
@@ -64,6 +68,26 @@ LLM_SCRIPTS: dict[tuple[str, str], Callable[[], list[Reply]]] = {
         Stream(["It is sunny", " in Paris", ", 21 °C."]),
     ],
 }
+#: The same for the Messages API server (``anthropic_server``).
+MESSAGES_SCRIPTS: dict[tuple[str, str], Callable[[], list[Reply]]] = {
+    # docs/llms.md, "Tools with Anthropic": the model uses population, then answers.
+    ("llms.md", "def population("): lambda: [
+        using(ToolUse("toolu_1", "population", '{"city": "Paris"}')),
+        anthropic_server.Stream(["About 2.1 million", " people live in Paris."]),
+    ],
+}
+
+
+class LLMServers(NamedTuple):
+    """The loopback servers a block of one of ``LLM_DOCUMENTS`` runs against."""
+
+    chat: ChatServer
+    messages: MessagesServer
+
+    @property
+    def pending(self) -> int:
+        """How many scripted replies are left, on both servers."""
+        return self.chat.pending + self.messages.pending
 
 
 class Block(NamedTuple):
@@ -165,33 +189,41 @@ def run_on(monkeypatch: pytest.MonkeyPatch) -> Callable[[str | None], list[str]]
 
 
 @contextmanager
-def llm_environment(block: Block) -> Iterator[ChatServer | None]:
-    """What ``block`` needs to run: a loopback LLM server if its document asks a model.
+def llm_environment(block: Block) -> Iterator[LLMServers | None]:
+    """What ``block`` needs to run: loopback LLM servers if its document asks a model.
 
-    For a block of one of ``LLM_DOCUMENTS``, runs :func:`llm_server.chat_server` in a
-    background thread (the block starts its own event loop, on either backend) and points
-    ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY`` at it for the duration of the block; yields
-    the server, with the block's ``LLM_SCRIPTS`` queued. For any other block, does nothing
-    and yields ``None``.
+    For a block of one of ``LLM_DOCUMENTS``, runs :func:`llm_server.chat_server` and
+    :func:`anthropic_server.messages_server` in a background thread (the block starts its
+    own event loop, on either backend) and points ``OPENAI_BASE_URL`` and
+    ``OPENAI_API_KEY``, ``ANTHROPIC_BASE_URL`` and ``ANTHROPIC_API_KEY`` at them for the
+    duration of the block; yields the servers, with the block's ``LLM_SCRIPTS`` and
+    ``MESSAGES_SCRIPTS`` queued. For any other block, does nothing and yields ``None``.
     """
     if block.path.name not in LLM_DOCUMENTS:
         yield None
         return
-    reply = Stream(re.findall(r"\s*\S+", LLM_REPLY))
+    words = re.findall(r"\s*\S+", LLM_REPLY)
     with (
         anyio.from_thread.start_blocking_portal() as portal,
-        portal.wrap_async_context_manager(chat_server(default=reply)) as server,
+        portal.wrap_async_context_manager(chat_server(default=Stream(words))) as chat,
+        portal.wrap_async_context_manager(
+            messages_server(default=anthropic_server.Stream(words))
+        ) as messages,
         pytest.MonkeyPatch.context() as patch,
         warnings.catch_warnings(),
     ):
-        for (document, text), script in LLM_SCRIPTS.items():
-            if block.path.name == document and text in block.source:
-                server.reply(*script())
-        patch.setenv("OPENAI_BASE_URL", server.base_url)
+        for scripts, server in ((LLM_SCRIPTS, chat), (MESSAGES_SCRIPTS, messages)):
+            for (document, text), script in scripts.items():
+                if block.path.name == document and text in block.source:
+                    server.reply(*script())
+        patch.setenv("OPENAI_BASE_URL", chat.base_url)
         patch.setenv("OPENAI_API_KEY", "docs-test-key")
-        # The SDK leaves async generators for Trio to close, which warns (see llm_server).
+        patch.setenv("ANTHROPIC_BASE_URL", messages.base_url)
+        patch.setenv("ANTHROPIC_API_KEY", "docs-test-key")
+        # The SDKs leave async generators for Trio to close, which warns (see llm_server).
         warnings.filterwarnings("ignore", SDK_GENERATOR_WARNING, ResourceWarning)
-        yield server
+        warnings.filterwarnings("ignore", anthropic_server.SDK_GENERATOR_WARNING, ResourceWarning)
+        yield LLMServers(chat, messages)
 
 
 def _where(block: Block) -> str:
@@ -313,6 +345,30 @@ anyio.run(main)
 """
 
 
+_ANTHROPIC_EXAMPLE = """\
+# The same with the Anthropic SDK: the client from the environment too.
+import anthropic
+import anyio
+
+from agentforum import Forum
+from agentforum.llms.anthropic import anthropic_agent
+
+
+async def main() -> None:
+    forum = Forum()
+    async with anthropic.AsyncAnthropic() as client:
+        agent = anthropic_agent(model="claude-test", client=client, system="Be brief.")
+        claude = forum.agent(agent, alias="claude")
+        async with forum:
+            message = await claude.ask("Hello?").last()
+    print(message.content)
+    print(message.metadata["model"], dict(message.metadata["usage"]))
+
+
+anyio.run(main)
+"""
+
+
 @pytest.mark.parametrize("backend", list(BACKENDS))
 def test_llm_documents_run_against_a_loopback_server(
     backend: str,
@@ -321,31 +377,49 @@ def test_llm_documents_run_against_a_loopback_server(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A block of a document named in LLM_DOCUMENTS gets a server and the environment for it.
+    """A block of a document named in LLM_DOCUMENTS gets servers and the environment for them.
 
-    The block's ``openai.AsyncOpenAI()`` reaches the loopback server through the
-    environment, on either backend, and streams its reply; the environment is as it was
-    once the block is done. A block of another document gets neither.
+    The block's ``openai.AsyncOpenAI()`` or ``anthropic.AsyncAnthropic()`` reaches its
+    loopback server through the environment, on either backend, and streams its reply;
+    the environment is as it was once the block is done. A block of another document gets
+    neither.
     """
-    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    for variable in ("OPENAI_BASE_URL", "ANTHROPIC_BASE_URL"):
+        monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("OPENAI_API_KEY", "the user's own")
-    (tmp_path / "llms.md").write_text(f"# LLMs\n\n```python\n{_LLM_EXAMPLE}```\n", encoding="utf-8")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "the user's own too")
+    (tmp_path / "llms.md").write_text(
+        f"# LLMs\n\n```python\n{_LLM_EXAMPLE}```\n\n```python\n{_ANTHROPIC_EXAMPLE}```\n",
+        encoding="utf-8",
+    )
     (tmp_path / "other.md").write_text("```python\nprint('plain')\n```\n", encoding="utf-8")
-    [block] = python_blocks(tmp_path / "llms.md")
+    [block, anthropic_block] = python_blocks(tmp_path / "llms.md")
     [other] = python_blocks(tmp_path / "other.md")
 
     used = run_on(backend)
-    with llm_environment(block) as server:
-        assert server is not None
+    with llm_environment(block) as servers:
+        assert servers is not None
         run_block(block)
-        assert [request.body["model"] for request in server.requests] == ["gpt-4o-mini"]
-        assert server.requests[0].headers["authorization"] == "Bearer docs-test-key"
-    assert used == [backend]
+        assert [request.body["model"] for request in servers.chat.requests] == ["gpt-4o-mini"]
+        assert servers.chat.requests[0].headers["authorization"] == "Bearer docs-test-key"
+        assert servers.messages.requests == []
+    with llm_environment(anthropic_block) as servers:
+        assert servers is not None
+        run_block(anthropic_block)
+        [request] = servers.messages.requests
+        assert (request.body["model"], request.body["system"]) == ("claude-test", "Be brief.")
+        assert request.headers["authorization"] == "Bearer docs-test-key"
+        assert servers.chat.requests == []
+    assert used == [backend, backend]
     assert capsys.readouterr().out.splitlines() == [
         LLM_REPLY,
         "gpt-4o-mini {'prompt_tokens': 1, 'completion_tokens': 7, 'total_tokens': 8}",
+        LLM_REPLY,
+        "claude-test {'input_tokens': 1, 'output_tokens': 7}",
     ]
     assert "OPENAI_BASE_URL" not in os.environ
+    assert "ANTHROPIC_BASE_URL" not in os.environ
     assert os.environ["OPENAI_API_KEY"] == "the user's own"
+    assert os.environ["ANTHROPIC_API_KEY"] == "the user's own too"
     with llm_environment(other) as nothing:
         assert nothing is None

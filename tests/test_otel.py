@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+import anthropic_server
 from agentforum import (
     AgentCancelled,
     AgentError,
@@ -34,6 +35,7 @@ from agentforum import (
     StreamedMessage,
 )
 from agentforum.llms import ModelRequest, model_request
+from agentforum.llms.anthropic import anthropic_agent
 from agentforum.llms.openai import openai_agent
 from agentforum.otel import TRACER_NAME, instrument, uninstrument
 from llm_server import SDK_GENERATOR_WARNING, Cut, Stream, chat_server
@@ -563,6 +565,45 @@ async def test_a_model_request_is_a_genai_span_child_of_its_call(
         "gen_ai.response.model": "gpt-test-0613",
         "gen_ai.response.finish_reasons": ("stop",),
         "gen_ai.usage.input_tokens": 12,
+        "gen_ai.usage.output_tokens": 2,
+        "server.address": host,
+        "server.port": int(port),
+    }
+
+
+async def test_a_request_of_the_anthropic_agent_is_a_genai_span_of_its_call(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """The Anthropic adapter, through the real SDK to the loopback Messages API server: the
+    request is a ``chat`` span of provider ``anthropic``, a child of the call's span, with
+    the model that answered, the stop reason and the token usage."""
+    import anthropic
+
+    forum = traced_forum(provider)
+    with anyio.fail_after(LIMIT):
+        async with (
+            anthropic_server.messages_server() as server,
+            anthropic.AsyncAnthropic(
+                base_url=server.base_url, api_key="k", max_retries=0
+            ) as client,
+        ):
+            server.reply(anthropic_server.Stream(["Hel", "lo"], model="claude-t-1", usage=(9, 2)))
+            claude = forum.agent(anthropic_agent(model="claude-t", client=client), alias="claude")
+            async with forum:
+                await claude.ask("Say hello").messages()
+    [call] = calls_of(exporter)
+    [request] = [span for span in exporter.get_finished_spans() if span.name == "chat claude-t"]
+    assert parent_id(request) == span_id(call)
+    assert request.kind is SpanKind.CLIENT
+    assert request.attributes is not None
+    host, _, port = server.base_url.split("//")[1].split("/")[0].partition(":")
+    assert dict(request.attributes) == {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "anthropic",
+        "gen_ai.request.model": "claude-t",
+        "gen_ai.response.model": "claude-t-1",
+        "gen_ai.response.finish_reasons": ("end_turn",),
+        "gen_ai.usage.input_tokens": 9,
         "gen_ai.usage.output_tokens": 2,
         "server.address": host,
         "server.port": int(port),

@@ -2,9 +2,11 @@
 
 The adapters live in submodules, each with the extra it needs:
 :mod:`agentforum.llms.openai` (``pip install "agentforum[openai]"``) for the OpenAI-compatible
-Chat Completions API. This package itself needs nothing beyond agentforum: the errors,
-:class:`Tool`, the Python functions that a model may call, and :func:`model_request`, the
-hook through which an adapter's requests are traced (``docs/observability.md``).
+Chat Completions API, :mod:`agentforum.llms.anthropic` (``pip install
+"agentforum[anthropic]"``) for Anthropic's Messages API. This package itself needs nothing
+beyond agentforum: the errors, :class:`Tool`, the Python functions that a model may call,
+and :func:`model_request`, the hook through which an adapter's requests are traced
+(``docs/observability.md``).
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ semantic conventions, a child of the call's span.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Final, Protocol
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
+    from .._json import JSONValue
     from .._runtime import InteractionContext
 
 
@@ -66,6 +68,50 @@ class ModelRequest:
             output_tokens: The tokens of the answer (``gen_ai.usage.output_tokens``).
         """
         return None
+
+
+class _URL(Protocol):
+    """A client's base URL, as the SDKs hold it (``httpx.URL``)."""
+
+    @property
+    def scheme(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int | None: ...
+
+
+_DEFAULT_PORTS: Final = {"https": 443, "http": 80}
+
+
+def server_of(url: _URL) -> tuple[str | None, int | None]:
+    """The host and the port that a client's base URL names (the scheme's, if none)."""
+    return url.host or None, url.port or _DEFAULT_PORTS.get(url.scheme)
+
+
+def record_answer(
+    request: ModelRequest,
+    metadata: Mapping[str, JSONValue],
+    *,
+    reason: str,
+    input_tokens: str,
+    output_tokens: str,
+) -> None:
+    """Record on ``request`` what the metadata of its answer says, as far as it got: its
+    ``model``, the reason under the key ``reason``, and the tokens under the keys
+    ``input_tokens`` and ``output_tokens`` of its ``usage`` (what is missing, or not of
+    its type, is not recorded)."""
+    model = metadata.get("model")
+    stopped = metadata.get(reason)
+    usage = metadata.get("usage")
+    tokens: Mapping[str, JSONValue] = usage if isinstance(usage, Mapping) else {}
+    prompt, completion = tokens.get(input_tokens), tokens.get(output_tokens)
+    request.record(
+        response_model=model if isinstance(model, str) else None,
+        finish_reasons=[stopped] if isinstance(stopped, str) else None,
+        input_tokens=prompt if isinstance(prompt, int) else None,
+        output_tokens=completion if isinstance(completion, int) else None,
+    )
 
 
 #: What model_request() hands out in a forum that is not traced.

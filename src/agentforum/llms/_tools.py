@@ -16,15 +16,19 @@ import math
 import re
 import types
 import typing
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, Literal, Union, cast
 
+import anyio
+import anyio.lowlevel
 import anyio.to_thread
 
 from .._json import FrozenDict, JSONValue, freeze_mapping
+from .._messages import Message
 from .._runtime import error_type_of
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
 
 #: What a tool's name may be (the Chat Completions API's own rule).
 _NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -416,4 +420,89 @@ def unknown_tool(name: str, tools: Mapping[str, Tool]) -> str:
     return f"Error: there is no tool named {name!r} (the tools are: {offered})"
 
 
-__all__ = ["Tool", "as_tool", "tool", "unknown_tool"]
+# -- what the agents of every API share: the recorded calls, running them ------------------
+
+
+def is_result(message: Message, me: str) -> bool:
+    """Whether ``message`` is the result of a tool call of ``me`` (its agent's alias)."""
+    return message.sender == me and "tool_call_id" in message.metadata
+
+
+def recorded_calls(message: Message) -> list[tuple[str, str, str]]:
+    """The tool calls a message records, as ``(id, name, arguments)``, checked.
+
+    Raises:
+        ValueError: ``metadata["tool_calls"]`` is not as the agents write it.
+    """
+    recorded = message.metadata["tool_calls"]
+    calls: list[tuple[str, str, str]] = []
+    if isinstance(recorded, tuple):
+        for call in recorded:
+            if not isinstance(call, Mapping):
+                break
+            call_id, name, arguments = (call.get(key) for key in ("id", "name", "arguments"))
+            if not (
+                isinstance(call_id, str) and isinstance(name, str) and isinstance(arguments, str)
+            ):
+                break
+            calls.append((call_id, name, arguments))
+        else:
+            return calls
+    raise ValueError(
+        f"message {message.hash[:12]} has metadata['tool_calls'] = {recorded!r}: expected "
+        "a list of objects with the str keys 'id', 'name' and 'arguments'"
+    )
+
+
+def thaw(value: JSONValue) -> Any:
+    """A frozen JSON value (tuples, FrozenDicts) as the plain one an SDK sends."""
+    if isinstance(value, Mapping):
+        return {key: thaw(item) for key, item in value.items()}
+    if isinstance(value, tuple):
+        return [thaw(item) for item in value]
+    return value
+
+
+async def run_tools(
+    tools: Mapping[str, Tool], calls: list[tuple[str, str, str]], me: str
+) -> list[Message]:
+    """Run the tool calls concurrently; their results, as messages of ``me``, in the calls' order.
+
+    Each result's metadata is ``tool_call_id``, ``tool`` and, for a failure, ``error: True``.
+    """
+    results: list[tuple[str, bool]] = [("", False)] * len(calls)
+
+    async def run(index: int, name: str, arguments: str) -> None:
+        tool = tools.get(name)
+        if tool is None:
+            results[index] = (unknown_tool(name, tools), True)
+        else:
+            results[index] = await tool.run(arguments)
+
+    async with anyio.create_task_group() as group:
+        for index, (_, name, arguments) in enumerate(calls):
+            group.start_soon(run, index, name, arguments, name=f"tool {name}")
+    # A result that came after the call was cancelled (a sync tool's thread runs to its
+    # end) is not a result. AnyIO's task group raises the cancellation on its way out
+    # on asyncio, but a Trio nursery whose children all returned exits quietly (Trio's
+    # gh-1457): checking here makes both backends record the same tree.
+    await anyio.lowlevel.checkpoint_if_cancelled()
+    messages = []
+    for (call_id, name, _), (content, error) in zip(calls, results, strict=True):
+        metadata: dict[str, JSONValue] = {"tool_call_id": call_id, "tool": name}
+        if error:
+            metadata["error"] = True
+        messages.append(Message(content=content, sender=me, metadata=metadata))
+    return messages
+
+
+__all__ = [
+    "Tool",
+    "as_tool",
+    "is_result",
+    "recorded_calls",
+    "run_tools",
+    "thaw",
+    "tool",
+    "unknown_tool",
+]

@@ -11,11 +11,9 @@ See ``docs/llms.md``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import anyio
-import anyio.lowlevel
 
 try:
     import openai
@@ -40,10 +38,11 @@ from . import (
     LLMServerError,
     LLMToolLoopError,
 )
-from ._observe import ModelRequest, model_request
-from ._tools import Tool, as_tool, unknown_tool
+from ._observe import ModelRequest, model_request, record_answer, server_of
+from ._tools import Tool, as_tool, is_result, recorded_calls, run_tools, thaw
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from contextlib import AbstractAsyncContextManager
 
     from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
@@ -95,9 +94,9 @@ def chat_messages(
         elif message.sender != me or "tool_calls" not in metadata:
             continue  # another agent's tool work, or a result with no call before it
         else:
-            calls = _recorded_calls(message)
+            calls = recorded_calls(message)
             results: list[dict[str, Any]] = []
-            while index < len(kept) and _is_result(kept[index], me):
+            while index < len(kept) and is_result(kept[index], me):
                 result = kept[index]
                 index += 1
                 if result.metadata["tool_call_id"] in {call[0] for call in calls}:
@@ -124,41 +123,6 @@ def chat_messages(
                 messages.append(turn)
                 messages.extend(results)
     return messages
-
-
-def _is_result(message: Message, me: str) -> bool:
-    return message.sender == me and "tool_call_id" in message.metadata
-
-
-def _recorded_calls(message: Message) -> list[tuple[str, str, str]]:
-    """The tool calls a message records, as ``(id, name, arguments)``, checked."""
-    recorded = message.metadata["tool_calls"]
-    calls: list[tuple[str, str, str]] = []
-    if isinstance(recorded, tuple):
-        for call in recorded:
-            if not isinstance(call, Mapping):
-                break
-            call_id, name, arguments = (call.get(key) for key in ("id", "name", "arguments"))
-            if not (
-                isinstance(call_id, str) and isinstance(name, str) and isinstance(arguments, str)
-            ):
-                break
-            calls.append((call_id, name, arguments))
-        else:
-            return calls
-    raise ValueError(
-        f"message {message.hash[:12]} has metadata['tool_calls'] = {recorded!r}: expected "
-        "a list of objects with the str keys 'id', 'name' and 'arguments'"
-    )
-
-
-def _thaw(value: JSONValue) -> Any:
-    """A frozen JSON value (tuples, FrozenDicts) as the plain one the SDK sends."""
-    if isinstance(value, Mapping):
-        return {key: _thaw(item) for key, item in value.items()}
-    if isinstance(value, tuple):
-        return [_thaw(item) for item in value]
-    return value
 
 
 class OpenAIAgent:
@@ -236,7 +200,7 @@ class OpenAIAgent:
         reserved = sorted(RESERVED.intersection(kwargs))
         if reserved:
             raise TypeError(f"the agent sets {', '.join(reserved)} itself: don't pass them")
-        parameters = {key: _thaw(value) for key, value in {**self.defaults, **kwargs}.items()}
+        parameters = {key: thaw(value) for key, value in {**self.defaults, **kwargs}.items()}
         if parameters.get("n", 1) != 1:
             raise ValueError("a call answers with one message: n must be 1")
         model = parameters.pop("model", self.model)
@@ -263,7 +227,7 @@ class OpenAIAgent:
                         f"(max_tool_rounds={self.max_tool_rounds}): it may be stuck in a loop"
                     )
                 rounds += 1
-                for result in await self._run_tools(_recorded_calls(turn), me):
+                for result in await run_tools(self._tools, recorded_calls(turn), me):
                     ctx.respond(result.content, **cast("dict[str, Any]", result.metadata))
                     turns.append(result)
 
@@ -280,13 +244,9 @@ class OpenAIAgent:
 
         The request is a span when the forum is traced (:func:`model_request`).
         """
-        url = client.base_url
+        host, port = server_of(client.base_url)
         with model_request(
-            ctx,
-            provider="openai",
-            model=model,
-            server_address=url.host or None,
-            server_port=url.port or _DEFAULT_PORTS.get(url.scheme),
+            ctx, provider="openai", model=model, server_address=host, server_port=port
         ) as request:
             return await self._stream(ctx, client, where, model, messages, parameters, request)
 
@@ -326,35 +286,14 @@ class OpenAIAgent:
                     streamed.add_metadata(tool_calls=calls)
         finally:
             # What the answer said, as far as it got (a stream cut short has its model).
-            _record(request, streamed.metadata)
+            record_answer(
+                request,
+                streamed.metadata,
+                reason="finish_reason",
+                input_tokens="prompt_tokens",
+                output_tokens="completion_tokens",
+            )
         return Message(content="".join(tokens), sender=ctx.agent.alias, metadata=streamed.metadata)
-
-    async def _run_tools(self, calls: list[tuple[str, str, str]], me: str) -> list[Message]:
-        """Run the tool calls concurrently; their results, in the order of the calls."""
-        results: list[tuple[str, bool]] = [("", False)] * len(calls)
-
-        async def run(index: int, name: str, arguments: str) -> None:
-            tool = self._tools.get(name)
-            if tool is None:
-                results[index] = (unknown_tool(name, self._tools), True)
-            else:
-                results[index] = await tool.run(arguments)
-
-        async with anyio.create_task_group() as group:
-            for index, (_, name, arguments) in enumerate(calls):
-                group.start_soon(run, index, name, arguments, name=f"tool {name}")
-        # A result that came after the call was cancelled (a sync tool's thread runs to its
-        # end) is not a result. AnyIO's task group raises the cancellation on its way out
-        # on asyncio, but a Trio nursery whose children all returned exits quietly (Trio's
-        # gh-1457): checking here makes both backends record the same tree.
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        messages = []
-        for (call_id, name, _), (content, error) in zip(calls, results, strict=True):
-            metadata: dict[str, JSONValue] = {"tool_call_id": call_id, "tool": name}
-            if error:
-                metadata["error"] = True
-            messages.append(Message(content=content, sender=me, metadata=metadata))
-        return messages
 
     def _connect(self) -> AbstractAsyncContextManager[openai.AsyncOpenAI]:
         if self._client is not None:
@@ -434,22 +373,6 @@ async def _relay(
 
 
 #: The port of a URL that names none, by scheme (``server.port`` of a model request's span).
-_DEFAULT_PORTS: Final = {"https": 443, "http": 80}
-
-
-def _record(request: ModelRequest, metadata: Mapping[str, JSONValue]) -> None:
-    """Record on a model request what the metadata of its answer says, as far as it got."""
-    model = metadata.get("model")
-    reason = metadata.get("finish_reason")
-    usage = metadata.get("usage")
-    tokens: Mapping[str, JSONValue] = usage if isinstance(usage, Mapping) else {}
-    prompt, completion = tokens.get("prompt_tokens"), tokens.get("completion_tokens")
-    request.record(
-        response_model=model if isinstance(model, str) else None,
-        finish_reasons=[reason] if isinstance(reason, str) else None,
-        input_tokens=prompt if isinstance(prompt, int) else None,
-        output_tokens=completion if isinstance(completion, int) else None,
-    )
 
 
 def _tool_calls(state: ChatCompletionStreamState[Any]) -> list[dict[str, JSONValue]]:
@@ -473,7 +396,7 @@ def _declaration(tool: Tool) -> dict[str, Any]:
     function: dict[str, Any] = {"name": tool.name}
     if tool.description:
         function["description"] = tool.description
-    function["parameters"] = _thaw(tool.parameters)
+    function["parameters"] = thaw(tool.parameters)
     return {"type": "function", "function": function}
 
 
