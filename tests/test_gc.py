@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
@@ -24,6 +25,9 @@ from test_branches import chain
 from test_cli import invoke
 from test_sync import closure, everything
 from trees import trees
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 DAY = 86400.0
 
@@ -188,3 +192,33 @@ def test_gc_command(demo_db: Path, tmp_path: Path) -> None:
     bad = invoke("gc", "--grace", "two weeks", "--db", path)
     assert bad.exit_code == 2
     assert "is not a duration" in bad.stderr
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def claiming(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    """A new SQLite or PostgreSQL store (both hold claims), closed afterwards."""
+    if request.param == "postgres":
+        store: SQLiteStore | PostgresStore = PostgresStore(request.getfixturevalue("postgres_url"))
+    else:
+        store = SQLiteStore(tmp_path / "claims.db")
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_gc_removes_the_claims_whose_lease_ran_out(claiming: Any) -> None:
+    """A claim whose holder died stays in the table until its call is made again; gc
+    removes it (a dry run counts it), and leaves a live claim alone."""
+    await claiming.claim("d" * 64, "dead", 0.001)
+    await claiming.claim("e" * 64, "alive", 600)
+    with anyio.fail_after(30):
+        # Until the store's clock passes the dead one's lease: the time, not an order.
+        while (await claiming.collect_garbage(dry_run=True)).claims != 1:  # noqa: ASYNC110
+            await anyio.sleep(0.001)
+    report = await claiming.collect_garbage()
+    assert report == GarbageReport(0, 0, 0, 0, claims=1)
+    assert (await claiming.collect_garbage()).claims == 0
+    assert (await claiming.claim("e" * 64, "other", 600)).owner == "alive"
+    assert (await claiming.claim("d" * 64, "heir", 600)).owner == "heir"

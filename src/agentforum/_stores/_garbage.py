@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Final, cast
 
 import attrs
 
+from . import _postgres_rows as tables
 from . import _sqlite_rows as rows
 
 if TYPE_CHECKING:
@@ -49,12 +50,15 @@ class GarbageReport:
         contents: The contents that only those messages named.
         cache_entries: The cache entries of the calls among those messages.
         kept: The messages kept.
+        claims: The claims on calls in flight whose lease had run out (their holders
+            died, and no process made the call since): they hold nothing any more.
     """
 
     messages: int
     contents: int
     cache_entries: int
     kept: int
+    claims: int = 0
 
 
 @attrs.frozen
@@ -66,9 +70,11 @@ class Garbage:
     calls: set[bytes]
     kept: int
 
-    def report(self) -> GarbageReport:
-        """The counts of :class:`GarbageReport`."""
-        return GarbageReport(len(self.messages), len(self.contents), len(self.calls), self.kept)
+    def report(self, claims: int) -> GarbageReport:
+        """The counts of :class:`GarbageReport`, with the ``claims`` that ran out."""
+        return GarbageReport(
+            len(self.messages), len(self.contents), len(self.calls), self.kept, claims
+        )
 
 
 def find_garbage(
@@ -146,9 +152,19 @@ def collect_sqlite(connection: sqlite3.Connection, *, grace: float, dry_run: boo
             _cache(connection.execute("SELECT call, responses FROM cache")),
             now - grace,
         )
+        # A database read-only here, written before claims existed, has no such table.
+        has_claims = connection.execute(
+            "SELECT 1 FROM sqlite_master WHERE name = 'claims'"
+        ).fetchone()
+        expired = 0
+        if has_claims:
+            query = "SELECT count(*) FROM claims WHERE expires <= ?"
+            expired = connection.execute(query, (now,)).fetchone()[0]
         if not dry_run:
             # Rows without a time were kept above; from now on they have one.
             connection.execute(rows.STAMP, (int(now),))
+            if has_claims:
+                connection.execute("DELETE FROM claims WHERE expires <= ?", (now,))
             for table, column, keys in (
                 ("cache", "call", garbage.calls),
                 ("messages", "hash", garbage.messages),
@@ -166,7 +182,7 @@ def collect_sqlite(connection: sqlite3.Connection, *, grace: float, dry_run: boo
         if connection.in_transaction:
             connection.execute("ROLLBACK")
         raise
-    return garbage.report()
+    return garbage.report(int(expired))
 
 
 def collect_postgres(connection: Connection, *, grace: float, dry_run: bool) -> GarbageReport:
@@ -194,6 +210,18 @@ def collect_postgres(connection: Connection, *, grace: float, dry_run: bool) -> 
             ),
             now - grace,
         )
+        # A database whose user may not create tables, made before claims existed, has none.
+        has_claims = tables.has_table(connection, "claims")
+        found = (
+            connection.execute(
+                "SELECT count(*) FROM claims WHERE expires <= clock_timestamp()"
+            ).fetchone()
+            if has_claims
+            else None
+        )
+        expired = int(cast("int", found[0])) if found is not None else 0
+        if not dry_run and has_claims:
+            connection.execute("DELETE FROM claims WHERE expires <= clock_timestamp()")
         if not dry_run:
             connection.execute(rows.STAMP.replace("?", "%s"), (int(now),))
             for table, column, keys in (
@@ -204,4 +232,4 @@ def collect_postgres(connection: Connection, *, grace: float, dry_run: bool) -> 
                 connection.execute(
                     f"DELETE FROM {table} WHERE {column} = ANY(%s::bytea[])", (list(keys),)
                 )
-    return garbage.report()
+    return garbage.report(int(expired))

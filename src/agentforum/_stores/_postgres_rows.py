@@ -250,7 +250,7 @@ def prepare(connection: psycopg.Connection[Row], *, create: bool, display: str) 
                 connection.execute(SCHEMA)
     if marks is not None:
         _check_marks(marks, display)
-        if not _has_table(connection, "claims"):
+        if not has_table(connection, "claims"):
             with connection.transaction():  # a database made before claims existed
                 connection.execute("SELECT pg_advisory_xact_lock(%s)", (CREATE_LOCK,))
                 connection.execute(CLAIMS_TABLE)
@@ -273,7 +273,7 @@ def _one(connection: psycopg.Connection[Row], query: str, *args: object) -> Any:
     return None if found is None else found[0]
 
 
-def _has_table(connection: psycopg.Connection[Row], name: str) -> bool:
+def has_table(connection: psycopg.Connection[Row], name: str) -> bool:
     """Whether the current schema holds a table ``name``."""
     return bool(
         _one(
@@ -286,7 +286,7 @@ def _has_table(connection: psycopg.Connection[Row], name: str) -> bool:
 
 def _marks(connection: psycopg.Connection[Row]) -> dict[str, str] | None:
     """The rows of the marks table of the current schema, or None if it has none."""
-    if not _has_table(connection, META):
+    if not has_table(connection, META):
         return None
     return {
         str(name): str(value)

@@ -53,14 +53,16 @@ def gc(dry_run: bool, grace: float, db: str) -> None:
     those written within the grace period (default: 14 days) and whatever they reach, and
     the responses cached for kept calls. The rest goes, with the contents only it named
     and the cache entries of its calls, in one transaction; the database stays sound (see
-    `agentforum fsck`). --dry-run only counts.
+    `agentforum fsck`). Claims on calls in flight whose lease ran out (their worker died)
+    go too. --dry-run only counts.
     """
     report = run(_gc, db, grace, dry_run)
     verb = "would delete" if dry_run else "deleted"
+    claims = f", {_count(report.claims, 'expired claim')}" if report.claims else ""
     click.echo(
         f"{shown(db)}: {verb} {_count(report.messages, 'message')}, "
-        f"{_count(report.contents, 'content')} and {_count(report.cache_entries, 'cache entry')}; "
-        f"{_count(report.kept, 'message')} kept"
+        f"{_count(report.contents, 'content')} and {_count(report.cache_entries, 'cache entry')}"
+        f"{claims}; {_count(report.kept, 'message')} kept"
     )
 
 
