@@ -102,8 +102,15 @@ def tests(session: nox.Session) -> None:
     )
     # pytest-xdist spreads the tests over every core (CI has two). --dist worksteal: an
     # idle worker takes tests queued for the other, so a few long tests (10,000 concurrent
-    # calls) do not leave one core waiting at the end.
-    pytest = ["pytest", "--numprocesses=auto", "--dist=worksteal", *session.posargs]
+    # calls) do not leave one core waiting at the end. --durations: the slowest tests, in
+    # every log, for keeping the whole run within CI's budget.
+    pytest = [
+        "pytest",
+        "--numprocesses=auto",
+        "--dist=worksteal",
+        "--durations=10",
+        *session.posargs,
+    ]
     if session.python != COVERAGE_PYTHON:
         session.run(*pytest)
         return
