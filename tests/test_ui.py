@@ -24,9 +24,11 @@ from agentforum import (
     CallMessage,
     ErrorMessage,
     Forum,
+    InteractionContext,
     MemoryStore,
     Message,
     SQLiteStore,
+    StreamedMessage,
 )
 from agentforum.ui import UIServer, create_app, serve
 
@@ -272,3 +274,34 @@ def test_the_command_reports_a_busy_port(demo_db: Path, tmp_path: Path) -> None:
     assert result.stderr == (
         f"agentforum: error: port {port} of 127.0.0.1 is in use (pass --port N, or --port 0)\n"
     )
+
+
+async def test_a_served_forum_streams_the_tokens_of_calls_in_progress() -> None:
+    """Each token reaches the feed while the agent is still producing the answer: the agent
+    sends the next token only once the test has read the previous one from the feed."""
+    forum = Forum()
+    read = [anyio.Event() for _ in range(3)]
+
+    @forum.agent
+    async def speaker(ctx: InteractionContext) -> None:
+        async with StreamedMessage() as message:
+            ctx.respond(message)
+            for index, token in enumerate(["Hel", "lo ", "<i>there</i>"]):
+                await message.send(token)
+                await read[index].wait()
+
+    async with forum, serve(forum) as server, events(server) as feed:
+        with anyio.fail_after(20):
+            assert await feed() == ("ready", None)
+            answer = speaker.ask("hi")
+            for index, token in enumerate(["Hel", "lo ", "<i>there</i>"]):
+                name, data = await feed()
+                while name != "token":  # the request, stored meanwhile
+                    name, data = await feed()
+                assert data == {"call": 1, "agent": "speaker", "response": 0, "text": token}
+                read[index].set()
+            assert (await answer.last()).content == "Hello <i>there</i>"
+            name, data = await feed()
+            while name != "token":
+                name, data = await feed()
+            assert data == {"call": 1, "agent": "speaker", "ended": True}

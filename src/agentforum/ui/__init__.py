@@ -19,6 +19,7 @@ import sniffio
 from agentforum import Forum, MessageStore
 
 from ._app import create_app
+from ._live import Live, TokenTracer
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -27,6 +28,8 @@ __all__ = ("DEFAULT_HOST", "DEFAULT_PORT", "PortInUseError", "UIServer", "create
 
 #: The address the view listens on unless told otherwise: this machine only.
 DEFAULT_HOST: Final = "127.0.0.1"
+#: The longest wait for the server to stop when the block ends (seconds).
+SHUTDOWN_TIMEOUT: Final = 5.0
 #: The port ``agentforum ui`` listens on unless told otherwise.
 DEFAULT_PORT: Final = 8765
 
@@ -81,6 +84,11 @@ async def serve(
     block ends. The server's task lives in a task group of this block. The store is read,
     never written, and never closed here.
 
+    Given a forum, the page also streams the tokens of its calls in progress, as they are
+    produced (calls made while the block runs). For that the forum's calls are watched
+    through the hook that :func:`agentforum.otel.instrument` uses: a forum traced with
+    OpenTelemetry is served without live tokens (its messages still appear once stored).
+
     Args:
         source: A forum (its store is shown) or a store.
         host: The address to listen on; the default is this machine only.
@@ -92,17 +100,21 @@ async def serve(
     from hypercorn.config import Config
 
     store = source.store if isinstance(source, Forum) else source
+    live = tracer = None
+    if isinstance(source, Forum) and source._tracer is None:
+        live = Live()
+        tracer = TokenTracer(live)
     sock = _listen(host, port)
     bound = UIServer(host, sock.getsockname()[1])
     closing = anyio.Event()
-    app = create_app(store, closing=closing)
+    app = create_app(store, live=live, closing=closing)
     config = Config()
     # Hypercorn serves (and closes) a copy of the listening socket; this block closes its own.
     config.bind = [f"fd://{os.dup(sock.fileno())}"]
     config.accesslog = None
     config.errorlog = None
-    config.graceful_timeout = 1.0
-    stopped = anyio.Event()
+    config.graceful_timeout = SHUTDOWN_TIMEOUT / 2
+    stopped, done = anyio.Event(), anyio.Event()
     try:
         async with anyio.create_task_group() as group:
             library = sniffio.current_async_library()
@@ -112,13 +124,27 @@ async def serve(
                 from hypercorn.asyncio import serve as run  # type: ignore[assignment]
 
             async def server() -> None:
-                await run(app, config, shutdown_trigger=stopped.wait)
+                try:
+                    await run(app, config, shutdown_trigger=stopped.wait)
+                finally:
+                    done.set()
 
             group.start_soon(server)
+            if tracer is not None:
+                assert isinstance(source, Forum)
+                source._set_tracer(tracer)
             try:
                 yield bound
             finally:
+                if tracer is not None and live is not None:
+                    assert isinstance(source, Forum)
+                    source._set_tracer(None)
+                    live.close()
                 closing.set()
                 stopped.set()
+                # Let Hypercorn stop by itself, even when the block ends in an error: a
+                # cancellation in the middle of its shutdown leaves its tasks in a bad state.
+                with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_TIMEOUT):
+                    await done.wait()
     finally:
         sock.close()

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
     from agentforum import MessageStore
 
+    from ._live import Live
+
 #: How often the live feed looks for new messages and moved refs (seconds).
 POLL_INTERVAL: Final = 0.5
 #: The longest preview of a message's content in the tree.
@@ -120,10 +122,11 @@ def _error(status: int, text: str) -> JSONResponse:
 
 
 class _Routes:
-    """The handlers, bound to one store."""
+    """The handlers, bound to one store (and, serving a running forum, its live tokens)."""
 
-    def __init__(self, store: MessageStore, closing: anyio.Event) -> None:
+    def __init__(self, store: MessageStore, live: Live | None, closing: anyio.Event) -> None:
         self.store = store
+        self.live = live
         self.closing = closing
 
     async def page(self, request: Request) -> Response:
@@ -185,22 +188,36 @@ class _Routes:
         )
 
     async def _feed(self) -> AsyncIterator[str]:
-        """Server-sent events: ``stored`` (a new message), ``refs`` (the refs moved)."""
+        """Server-sent events: ``stored`` (a new message), ``refs`` (the refs moved),
+        ``token`` (a token of a call in progress, or its end, when serving a running forum)."""
         position = await _feed.start(self.store)
         refs = dict(await self.store.refs())
-        yield "retry: 1000\n\n"
-        while not self.closing.is_set():
-            added, position = await _feed.since(self.store, position)
-            if added:
-                names = await _refs_by_hash(self.store)
-                for message in added:
-                    yield _event("stored", summary(message, names))
-            now = dict(await self.store.refs())
-            if now != refs:
-                refs = now
-                yield _event("refs", sorted(refs.items()))
-            with anyio.move_on_after(POLL_INTERVAL):
-                await self.closing.wait()
+        tokens = self.live.subscribe() if self.live is not None else None
+        yield "retry: 1000\n\n"  # the feed is ready: it reports what happens from now on
+        next_poll = anyio.current_time()
+        try:
+            while not self.closing.is_set():
+                if anyio.current_time() >= next_poll:
+                    next_poll = anyio.current_time() + POLL_INTERVAL
+                    added, position = await _feed.since(self.store, position)
+                    if added:
+                        names = await _refs_by_hash(self.store)
+                        for message in added:
+                            yield _event("stored", summary(message, names))
+                    now = dict(await self.store.refs())
+                    if now != refs:
+                        refs = now
+                        yield _event("refs", sorted(refs.items()))
+                # Tokens go out as they come; the store is read again on the interval. (No
+                # yield inside the cancel scope: it would span the consumer's code.)
+                with anyio.move_on_after(max(next_poll - anyio.current_time(), 0)):
+                    await (self.closing.wait() if tokens is None else tokens.wait())
+                if tokens is not None:
+                    for token in tokens.drain():
+                        yield _event("token", token)
+        finally:
+            if tokens is not None and self.live is not None:
+                self.live.unsubscribe(tokens)
 
 
 def _event(name: str, data: object) -> str:
@@ -220,14 +237,17 @@ async def _security_headers(scope: Any, receive: Any, send: Any, app: Any) -> No
     await app(scope, receive, sending)
 
 
-def create_app(store: MessageStore, *, closing: anyio.Event | None = None) -> Any:
+def create_app(
+    store: MessageStore, *, live: Live | None = None, closing: anyio.Event | None = None
+) -> Any:
     """Return the ASGI application of the view of ``store``: read-only, every route a GET.
 
     Args:
         store: The store to show (open; the application never closes it).
+        live: The tokens of a running forum's calls in progress, to stream to the page.
         closing: Set to end the live feeds (so a server can stop without waiting for them).
     """
-    routes = _Routes(store, closing or anyio.Event())
+    routes = _Routes(store, live, closing or anyio.Event())
     static = StaticFiles(directory=str(resources.files(__package__).joinpath("static")))
     app = Starlette(
         routes=[

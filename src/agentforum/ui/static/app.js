@@ -135,9 +135,6 @@ async function showMessage(hash) {
     content.innerHTML = message.html; // rendered by the server with raw HTML escaped
     parts.push(content);
   }
-  const live = el("div", "live");
-  live.id = "live-" + message.hash;
-  parts.push(live);
   parts.push(el("h3", "", "History"));
   const history = el("ul", "history");
   parts.push(history);
@@ -206,19 +203,26 @@ function onNewMessage(message) {
 }
 
 function onToken(token) {
-  // {call, receiver, text, done}: the answer of a call in progress, as it is produced.
-  let box = document.getElementById("stream-" + token.call);
+  // {call, agent, response, text} while a call's answer streams; {call, agent, ended} after.
+  document.getElementById("live-section").hidden = false;
+  let box = document.getElementById("call-" + token.call);
   if (!box) {
-    box = el("div", "content streaming");
-    box.id = "stream-" + token.call;
-    box.dataset.call = token.call;
-    box.append(el("div", "sender", token.receiver + " (streaming)"), el("div", "text"));
-    const detail = document.getElementById("detail");
-    const live = document.getElementById("live-" + token.call);
-    (live || detail).append(box);
+    box = el("li", "streaming");
+    box.id = "call-" + token.call;
+    box.append(el("span", "sender", token.agent));
+    document.getElementById("live").append(box);
   }
-  box.querySelector(".text").textContent += token.text;
-  if (token.done) box.classList.add("done");
+  if (token.ended) {
+    box.classList.add("ended");
+    return;
+  }
+  let answer = box.querySelector('[data-response="' + token.response + '"]');
+  if (!answer) {
+    answer = el("div", "content answer", "");
+    answer.dataset.response = String(token.response);
+    box.append(answer);
+  }
+  answer.textContent += token.text;
 }
 
 function connect() {
