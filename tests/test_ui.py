@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 from contextlib import aclosing, asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -34,7 +35,7 @@ from agentforum.ui import UIServer, create_app, serve
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
-    from pathlib import Path
+
 
 pytestmark = pytest.mark.anyio
 
@@ -305,3 +306,18 @@ async def test_a_served_forum_streams_the_tokens_of_calls_in_progress() -> None:
             while name != "token":
                 name, data = await feed()
             assert data == {"call": 1, "agent": "speaker", "ended": True}
+
+
+def test_the_load_benchmark_runs_small() -> None:
+    """benchmarks/ui_load.py writes a database, serves it and times the page's first load."""
+    script = Path(__file__).parent.parent / "benchmarks" / "ui_load.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--messages", "200", "--conversations", "4", "--repeat", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "wrote 201 messages in 4 conversations" in result.stdout
+    assert "first load of the page: median " in result.stdout

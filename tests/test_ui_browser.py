@@ -23,10 +23,11 @@ import pytest
 
 pytest.importorskip("starlette")
 pytest.importorskip("hypercorn")
-sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
 
 from agentforum import Forum, InteractionContext, Message, SQLiteStore, StreamedMessage
 from agentforum.ui import serve
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -85,7 +86,7 @@ def test_the_page_of_the_demo_in_a_browser(browser: Any, demo_db: Path, tmp_path
         async def advisor(ctx: InteractionContext) -> None:
             async with StreamedMessage() as message:
                 ctx.respond(message)
-                for token, seen in zip(TOKENS, shown):
+                for token, seen in zip(TOKENS, shown, strict=True):
                     await message.send(token)
                     await seen.wait()
 
