@@ -18,7 +18,7 @@ import sniffio
 
 from agentforum import Forum, MessageStore
 
-from ._app import create_app
+from ._app import create_app, make_app
 from ._live import Live, TokenTracer
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ async def serve(
     sock = _listen(host, port)
     bound = UIServer(host, sock.getsockname()[1])
     closing = anyio.Event()
-    app = create_app(store, live=live, closing=closing)
+    app = make_app(store, live, closing)
     config = Config()
     # Hypercorn serves (and closes) a copy of the listening socket; this block closes its own.
     config.bind = [f"fd://{os.dup(sock.fileno())}"]

@@ -237,17 +237,20 @@ async def _security_headers(scope: Any, receive: Any, send: Any, app: Any) -> No
     await app(scope, receive, sending)
 
 
-def create_app(
-    store: MessageStore, *, live: Live | None = None, closing: anyio.Event | None = None
-) -> Any:
-    """Return the ASGI application of the view of ``store``: read-only, every route a GET.
+def create_app(store: MessageStore) -> Any:
+    """Return the ASGI application of the read-only view of ``store`` (every route a GET),
+    for any ASGI server or test client; :func:`serve` runs it on Hypercorn.
 
     Args:
         store: The store to show (open; the application never closes it).
-        live: The tokens of a running forum's calls in progress, to stream to the page.
-        closing: Set to end the live feeds (so a server can stop without waiting for them).
     """
-    routes = _Routes(store, live, closing or anyio.Event())
+    return make_app(store, None, anyio.Event())
+
+
+def make_app(store: MessageStore, live: Live | None, closing: anyio.Event) -> Any:
+    """The application of :func:`create_app`, streaming the tokens that ``live`` publishes
+    (serving a running forum), its live feeds ending when ``closing`` is set."""
+    routes = _Routes(store, live, closing)
     static = StaticFiles(directory=str(resources.files(__package__).joinpath("static")))
     app = Starlette(
         routes=[

@@ -61,10 +61,12 @@ async function expand(hash, open) {
     entry.li.append(entry.list);
   }
   entry.list.hidden = !open;
-  if (open && !entry.loaded) {
-    entry.loaded = true;
+  if (open) {
+    // Fetched on every unfolding: what was stored since is added (the feed reports the new
+    // messages of SQLite and memory stores as they come, not those of PostgreSQL).
     const children = await getJSON("/api/children?of=" + encodeURIComponent(hash));
-    for (const child of children) addNode(entry.list, child, false);
+    for (const child of children) addNode(entry.list, child, entry.loaded);
+    entry.loaded = true;
     if (children.length === 0) entry.toggle.textContent = "·";
   }
 }
