@@ -28,6 +28,7 @@ from agentforum import (
     InteractionContext,
     MemoryStore,
     Message,
+    PostgresStore,
     SQLiteStore,
     StreamedMessage,
 )
@@ -321,3 +322,38 @@ def test_the_load_benchmark_runs_small() -> None:
     assert result.returncode == 0, result.stderr
     assert "wrote 201 messages in 4 conversations" in result.stdout
     assert "first load of the page: median " in result.stdout
+
+
+async def test_a_postgresql_database_is_shown_and_its_refs_followed(postgres_url: str) -> None:
+    """PostgreSQL: the reads, and the feed's moved refs (its new messages show when a
+    branch is unfolded: the page fetches the replies again)."""
+    async with aclosing(PostgresStore(postgres_url)) as store:
+        root = Message(content="on *PostgreSQL*", sender="user")
+        reply = Message(content="yes", sender="bot", parent=root.hash)
+        await store.put_many([root, reply])
+        async with client(store) as http:
+            roots = (await http.get("/api/children")).json()
+            assert [found["hash"] for found in roots] == [root.hash]
+            children = (await http.get("/api/children", params={"of": root.hash})).json()
+            assert [found["hash"] for found in children] == [reply.hash]
+            shown = (await http.get(f"/api/messages/{root.hash[:10]}")).json()
+            assert shown["html"] == "<p>on <em>PostgreSQL</em></p>\n"
+        async with serve(store) as server, events(server) as feed:
+            with anyio.fail_after(20):
+                assert await feed() == ("ready", None)
+                await store.set_ref("main", reply.hash)
+                assert await feed() == ("refs", [["main", reply.hash]])
+
+
+def test_the_command_without_the_ui_extra_says_how_to_install_it(tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['starlette'] = None; sys.argv = ['agentforum', 'ui']; "
+        "from agentforum.cli import main; main()"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 1
+    assert result.stderr == (
+        "agentforum: error: agentforum ui needs starlette: pip install 'agentforum[ui]'\n"
+    )

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Final
 import anyio
 import attrs
 import sniffio
+from hypercorn.config import Config
 
 from agentforum import Forum, MessageStore
 
@@ -24,7 +25,15 @@ from ._live import Live, TokenTracer
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-__all__ = ("DEFAULT_HOST", "DEFAULT_PORT", "PortInUseError", "UIServer", "create_app", "serve")
+__all__ = (
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "SHUTDOWN_TIMEOUT",
+    "PortInUseError",
+    "UIServer",
+    "create_app",
+    "serve",
+)
 
 #: The address the view listens on unless told otherwise: this machine only.
 DEFAULT_HOST: Final = "127.0.0.1"
@@ -97,8 +106,6 @@ async def serve(
     Raises:
         PortInUseError: the port is taken, or the address cannot be used.
     """
-    from hypercorn.config import Config
-
     store = source.store if isinstance(source, Forum) else source
     live = tracer = None
     if isinstance(source, Forum) and source._tracer is None:
