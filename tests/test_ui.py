@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -357,3 +358,26 @@ def test_the_command_without_the_ui_extra_says_how_to_install_it(tmp_path: Path)
     assert result.stderr == (
         "agentforum: error: agentforum ui needs starlette: pip install 'agentforum[ui]'\n"
     )
+
+
+def test_the_command_serves_the_database_until_ctrl_c(demo_db: Path, tmp_path: Path) -> None:
+    db = tmp_path / "demo.db"
+    shutil.copy(demo_db, db)
+    with subprocess.Popen(
+        [sys.executable, "-m", "agentforum", "ui", "--db", str(db), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline()  # printed once the port is listening
+            assert line.startswith(f"Serving {db} on http://127.0.0.1:")
+            url = line.split(" on ", 1)[1].split(" ", 1)[0]
+            refs = httpx.get(url + "api/refs", timeout=30).json()
+            assert {ref["name"] for ref in refs} == {"demo/first", "demo/second"}
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=60) == 130
+        finally:
+            if process.poll() is None:
+                process.kill()
