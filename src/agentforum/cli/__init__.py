@@ -1,5 +1,5 @@
 """The ``agentforum`` command line: ``agentforum demo``, ``chat``, ``log``, ``show``, ``tree``,
-``refs``, ``merge-base``, ``diff``, ``fsck``, ``export``, ``import`` and ``graph``, on an
+``refs``, ``merge-base``, ``diff``, ``fsck``, ``export``, ``import``, ``graph`` and ``ui``, on an
 SQLite or PostgreSQL database (``docs/cli.md``).
 
 An optional part: it needs click and rich (``pip install 'agentforum[cli]'``), and the core
