@@ -537,9 +537,10 @@ async def test_the_reading_of_releases_passes_on_when_the_reading_call_is_cancel
         with anyio.fail_after(PATIENCE):
             async with crowd.forums[0], crowd.forums[1]:
                 running, cancelled = await crowd.start(9)
-                # The private state, only to order the test: one of the 9 reads now.
-                listener = crowd.stores[1]._listener.get()
-                while listener._driver is None:  # noqa: ASYNC110
+                # The private state, only to order the test: until one of the 9 reads (the
+                # 9 have entered wait_released; the first to go on makes the listener).
+                listener = crowd.stores[1]._listener
+                while getattr(listener.get(None), "_driver", None) is None:  # noqa: ASYNC110
                     await anyio.sleep(0.01)
                 crowd.stores[1].expect(1)
                 survivor = crowd.agents[1].ask("question 9")

@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 
 from .._exceptions import StoreError
@@ -141,7 +142,10 @@ class Listener:
                 if connection is None:  # closed meanwhile: every wait ended early
                     return
                 try:
-                    released = await anyio.to_thread.run_sync(_receive, connection)
+                    # Shielded: what a read takes off the connection is handed out even if
+                    # this call is cancelled meanwhile (a read lasts 0.05 s at most).
+                    with anyio.CancelScope(shield=True):
+                        released = await anyio.to_thread.run_sync(_receive, connection)
                 except psycopg.Error:
                     # Releases may have gone unread: every waiting call looks again.
                     if self._connection is connection:
@@ -152,6 +156,7 @@ class Listener:
                 for call_hash in released:
                     for other in self._waiters.get(call_hash, ()):
                         other.wake(released=True)
+                await anyio.lowlevel.checkpoint_if_cancelled()
         finally:
             self._driver = None
 
