@@ -7,6 +7,7 @@ Chat Completions and Messages API servers. Every async test runs on asyncio and 
 
 from __future__ import annotations
 
+import io
 import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -442,3 +443,20 @@ async def test_cancelling_a_call_while_the_server_works_propagates() -> None:
             after = await tools["add"].run('{"a": 2, "b": 2}')
     assert scope.cancelled_caught
     assert after == ("4", False)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("original", [True, False])
+async def test_a_stderr_that_is_no_file_is_not_the_servers(
+    original: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``sys.stderr`` not a file (a notebook's), the server's goes to the process's own.
+
+    And with neither a file, to ``os.devnull``: the server starts either way.
+    """
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    if not original:
+        monkeypatch.setattr(sys, "__stderr__", None)
+    with anyio.fail_after(LIMIT):
+        async with connected("stdio") as tools:
+            assert await tools["add"].run('{"a": 1, "b": 2}') == ("3", False)

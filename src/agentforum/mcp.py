@@ -19,6 +19,7 @@ a tool error the model reads, never a hang. See ``docs/mcp.md``.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -45,7 +46,6 @@ from ._json import FrozenDict, freeze_mapping
 from .llms._tools import _NAME, Tool
 
 if TYPE_CHECKING:
-    import os
     from collections.abc import AsyncIterator, Mapping, Sequence
     from contextlib import AbstractAsyncContextManager
 
@@ -101,11 +101,11 @@ class HTTPServer:
 
 
 class MCPTool(Tool):
-    """A tool of an MCP server, which a model agent may call as any :class:`~agentforum.llms.Tool`.
+    """A tool of an MCP server: a :class:`~agentforum.llms.Tool` that a model agent may call.
 
     Made by :func:`mcp_tools`, and callable while its ``async with`` block runs. Its
-    :attr:`name`, :attr:`description` and :attr:`parameters` (the input schema) are the
-    server's. :meth:`run` sends the call to the server and returns the text of its result.
+    ``name``, ``description`` and ``parameters`` (the input schema) are the server's;
+    :meth:`run` sends a call to the server and returns the text of its result.
     """
 
     __slots__ = ("_session", "server", "timeout")
@@ -308,7 +308,7 @@ async def _connect(
         )
         try:
             read, write = await stack.enter_async_context(
-                stdio_client(parameters, errlog=server.errlog or sys.stderr)
+                stdio_client(parameters, errlog=server.errlog or _stderr(stack))
             )
         except FileNotFoundError as exc:
             raise MCPError(
@@ -341,6 +341,24 @@ async def _connect(
             f"{_first_error(exc)}"
         ) from exc
     return session
+
+
+def _stderr(stack: AsyncExitStack) -> TextIO:
+    """Where a server's standard error goes by default: this process's, if it is a file.
+
+    ``sys.stderr`` may be an object with no file descriptor (pytest's capture, a
+    notebook's); then the process's original standard error, else ``os.devnull``.
+    """
+    for stream in (sys.stderr, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.fileno()
+                return stream
+        except (AttributeError, OSError, ValueError):  # noqa: PERF203 - the first that works
+            continue
+    devnull = open(os.devnull, "w")
+    stack.callback(devnull.close)
+    return devnull
 
 
 #: How long the HTTP client waits for more of a response stream (the SDK's default).
