@@ -12,8 +12,9 @@ for a time). Its tools:
 - ``die``: the server process exits while the call waits for its answer.
 - ``hang``: never answers.
 - ``media``: a result of every kind of content block, and one of structured content only.
-- ``garble``: answers the call with a result that is not a ``CallToolResult`` (written
-  straight to stdout as the server's JSON-RPC response; stdio only).
+- ``garble``: answers the call with a result that is not a ``CallToolResult``, or whose
+  structured content does not fit the output schema (written straight to stdout as the
+  server's JSON-RPC response; stdio only).
 """
 
 from __future__ import annotations
@@ -97,16 +98,20 @@ def media(structured: bool) -> mcp_types.CallToolResult:
 
 
 @server.tool()
-def garble(ctx: Context) -> str:  # type: ignore[type-arg]
-    """Answers with a malformed result."""
-    response = {"jsonrpc": "2.0", "id": ctx.request_id, "result": {"content": "not a list"}}
+def garble(ctx: Context, schema: bool = False) -> int:  # type: ignore[type-arg]
+    """Answers with a malformed result: content that is not a list, or (``schema``) a
+    structured content that does not fit the tool's output schema (an integer ``result``).
+    """
+    result: dict[str, object] = {"content": "not a list"}
+    if schema:
+        result = {"content": [], "structuredContent": {"result": "not an integer"}}
     try:
         request_id: object = int(ctx.request_id)
     except ValueError:
         request_id = ctx.request_id
-    response["id"] = request_id
+    response = {"jsonrpc": "2.0", "id": request_id, "result": result}
     os.write(wire, (json.dumps(response) + "\n").encode())
-    return "the client has read the malformed answer before this one"
+    return 0  # after the client has read the malformed answer: it is not read
 
 
 def serve_http() -> None:

@@ -344,6 +344,42 @@ async def test_a_malformed_result_is_a_clear_error_result() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_result_that_does_not_fit_the_output_schema_is_an_error_result() -> None:
+    with anyio.fail_after(LIMIT):
+        async with connected("stdio") as tools:
+            content, error = await tools["garble"].run('{"schema": true}')
+    assert error is True
+    assert content.startswith(
+        f"Error: the MCP server {STDIO} sent a result that the MCP client refuses: "
+    )
+    assert "not an integer" in content
+
+
+@pytest.mark.anyio
+async def test_an_error_in_the_block_leaves_it_as_itself() -> None:
+    """Not inside the exception groups of the SDK's task groups; the server is stopped."""
+    with anyio.fail_after(LIMIT):
+        with pytest.raises(ValueError, match=r"^mine$"):
+            async with connected("stdio") as tools:
+                raise ValueError("mine")
+        assert await tools["add"].run('{"a": 1, "b": 1}') == (
+            f"Error: the connection to the MCP server {STDIO} is closed",
+            True,
+        )
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_block_is_cancelled() -> None:
+    """A cancellation goes through the block to the scope that cancelled it."""
+    with anyio.fail_after(LIMIT):
+        with anyio.CancelScope() as scope:
+            async with connected("stdio"):
+                scope.cancel()
+                await anyio.sleep_forever()
+    assert scope.cancelled_caught
+
+
+@pytest.mark.anyio
 @TRANSPORTS
 async def test_what_the_server_or_the_model_gets_wrong_is_an_error_result(kind: str) -> None:
     with anyio.fail_after(LIMIT):

@@ -43,6 +43,7 @@ from pydantic import ValidationError
 
 from ._exceptions import AgentForumError
 from ._json import FrozenDict, freeze_mapping
+from ._runtime import error_type_of
 from .llms._tools import _NAME, Tool
 
 if TYPE_CHECKING:
@@ -184,7 +185,9 @@ class MCPTool(Tool):
         except ValidationError as exc:
             return f"Error: {where} sent a malformed result: {_first_error(exc)}", True
         except RuntimeError as exc:  # the SDK's check of the result against its output schema
-            return f"Error: {where} sent a malformed result: {exc}", True
+            return f"Error: {where} sent a result that the MCP client refuses: {exc}", True
+        except Exception as exc:  # whatever else the SDK raises: the model reads it
+            return f"Error: the call to {where} failed: {error_type_of(exc)}: {exc}", True
         text = _text_of(result)
         if result.is_error:
             return f"Error: {text}", True
@@ -250,6 +253,7 @@ def mcp_tools(
     stopped) on the way out, in the task that entered it, with no task left behind. Use
     the tools inside the block: a call after it is an error result. Enter and exit it
     in one task, as any context manager (an ``AsyncExitStack`` in the same task is fine).
+    An exception raised in the block leaves it as raised, not in an exception group.
 
     Args:
         server: The server to connect to.
@@ -288,10 +292,19 @@ async def _connected(
             await stack.aclose()
             raise
         shared.current = session
+        failure: Exception | None = None
         try:
             yield tools
+        except Exception as exc:
+            # The block's own error leaves as the block raised it, not wrapped in the
+            # exception groups of the SDK's task groups (the session's, the transport's):
+            # they are closed first, as on a normal exit. A cancellation (a BaseException)
+            # goes through them, to the scope that cancelled.
+            failure = exc
         finally:
             shared.current = None
+    if failure is not None:
+        raise failure
 
 
 async def _connect(
