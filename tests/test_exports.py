@@ -109,7 +109,7 @@ def test_no_public_name_is_missing_from_all() -> None:
 
 
 #: The optional parts: sub-packages that import the core, never the other way round.
-PUBLIC_SUBPACKAGES = {"agents", "cli", "llms", "otel", "testing", "ui"}
+PUBLIC_SUBPACKAGES = {"agents", "cli", "llms", "mcp", "otel", "testing", "ui"}
 
 
 def test_no_private_module_is_public() -> None:
@@ -130,9 +130,9 @@ def test_the_core_imports_no_optional_part() -> None:
     code = (
         "import sys, agentforum; "
         "print(sorted(m for m in sys.modules if m.startswith(('agentforum.cli', "
-        "'agentforum.testing', 'agentforum.llms', 'agentforum.otel', 'agentforum.ui', "
-        "'openai', 'click', 'rich', 'hypothesis', 'pytest', 'psycopg', 'opentelemetry', "
-        "'starlette', 'hypercorn', 'markdown_it'))))"
+        "'agentforum.testing', 'agentforum.llms', 'agentforum.otel', 'agentforum.mcp', "
+        "'agentforum.ui', 'openai', 'click', 'rich', 'hypothesis', 'pytest', 'psycopg', "
+        "'opentelemetry', 'mcp', 'starlette', 'hypercorn', 'markdown_it'))))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True

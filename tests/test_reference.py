@@ -30,13 +30,17 @@ PACKAGES = (
     "agentforum.otel",
     "agentforum.llms.anthropic",
     "agentforum.ui",
+    "agentforum.mcp",
 )
 #: Every public module, and the modules the reference may describe: those packages, the
 #: command line (documented on docs/cli.md) and the pytest plugin (an entry point).
 MODULES = {*PACKAGES, "agentforum.cli", "agentforum.testing.pytest_plugin"}
 
-#: An autodoc directive (or ``.. module::``) and its target, in an ``{eval-rst}`` block.
-_DIRECTIVE = re.compile(r"^\s*\.\. (?P<kind>auto\w+|module|currentmodule)::\s*(?P<target>\S+)")
+#: An autodoc directive (or ``.. module::``) and its target, in an ``{eval-rst}`` block; the
+#: target may be followed by the signature to show (``MCPTool()``: not its constructor's).
+_DIRECTIVE = re.compile(
+    r"^\s*\.\. (?P<kind>auto\w+|module|currentmodule)::\s*(?P<target>[^\s(]+)(\(.*\))?\s*$"
+)
 _MODULE_KINDS = {"automodule", "module", "currentmodule"}
 
 
