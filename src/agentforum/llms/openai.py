@@ -36,10 +36,10 @@ from . import (
     LLMRateLimitError,
     LLMRequestError,
     LLMServerError,
-    LLMToolLoopError,
 )
+from ._loop import tool_loop
 from ._observe import ModelRequest, model_request, record_answer, server_of
-from ._tools import Tool, as_tool, is_result, recorded_calls, run_tools, thaw
+from ._tools import Tool, as_tool, is_result, recorded_calls, thaw
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -210,26 +210,14 @@ class OpenAIAgent:
             parameters["tools"] = [_declaration(tool) for tool in self._tools.values()]
         me = ctx.agent.alias
         history = await ctx.history()
-        # This call's own responses so far (tool calls and results), as the model sees them.
-        turns: list[Message] = []
-        rounds = 0
         async with self._connect() as client:
             where = str(client.base_url)
-            while True:
+
+            async def ask(turns: list[Message]) -> Message:
                 messages = chat_messages([*history, *turns], me, system=self.system)
-                turn = await self._ask(ctx, client, where, model, messages, parameters)
-                if "tool_calls" not in turn.metadata:
-                    return
-                turns.append(turn)
-                if rounds == self.max_tool_rounds:
-                    raise LLMToolLoopError(
-                        f"the model still calls tools after {rounds} rounds of them "
-                        f"(max_tool_rounds={self.max_tool_rounds}): it may be stuck in a loop"
-                    )
-                rounds += 1
-                for result in await run_tools(self._tools, recorded_calls(turn), me):
-                    ctx.respond(result.content, **cast("dict[str, Any]", result.metadata))
-                    turns.append(result)
+                return await self._ask(ctx, client, where, model, messages, parameters)
+
+            await tool_loop(ctx, self._tools, self.max_tool_rounds, ask)
 
     async def _ask(
         self,
