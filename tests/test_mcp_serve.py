@@ -8,6 +8,7 @@ Every async test runs on asyncio and on Trio.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from contextlib import asynccontextmanager
@@ -445,3 +446,51 @@ def test_the_command_without_the_mcp_extra_says_how_to_install_it() -> None:
     assert result.stderr == (
         "agentforum: error: agentforum mcp serve needs the MCP SDK: pip install 'agentforum[mcp]'\n"
     )
+
+
+@pytest.mark.anyio
+async def test_ctrl_c_stops_the_command_while_its_client_is_connected(tmp_path: Path) -> None:
+    """SIGINT with the standard input still open: the command ends at once, status 130."""
+    command = [
+        *(sys.executable, "-m", "agentforum", "mcp", "serve", "mcp_forum:forum"),
+        *("--db", str(tmp_path / "interrupted.db")),
+    ]
+    with anyio.fail_after(LIMIT):
+        async with await anyio.open_process(command, cwd=TESTS) as process:
+            assert process.stderr is not None
+            said = b""
+            while not said.endswith(b"\n"):  # the signal is watched before it says this
+                said += await process.stderr.receive()
+            assert said.startswith(b"agentforum: serving echo, reverse, broken")
+            process.send_signal(signal.SIGINT)
+            assert await process.wait() == 130
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+async def test_serve_stdio_serves_on_either_backend_into_the_store_given(
+    backend: str, tmp_path: Path
+) -> None:
+    """``serve_stdio(forum, store=...)`` in a program of its own, run on either backend."""
+    db = tmp_path / "program.db"
+    program = (
+        "import sys, anyio; from agentforum.mcp import serve_stdio; from mcp_forum import forum; "
+        f"anyio.run(lambda: serve_stdio(forum, agents=['echo'], store=sys.argv[1]), "
+        f"backend={backend!r})"
+    )
+    parameters = StdioServerParameters(
+        command=sys.executable, args=["-c", program, str(db)], cwd=TESTS
+    )
+    with anyio.fail_after(LIMIT):
+        async with (
+            stdio_client(parameters) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            assert [tool.name for tool in (await session.list_tools()).tools] == ["echo"]
+            result = await session.call_tool("echo", {"request": "Hi"})
+            assert text_of(result) == "You said: Hi"
+    forum = Forum(db)
+    async with forum:
+        history = await forum.history(result.structured_content["hash"])
+    assert [message.content for message in history] == ["Hi", "You said: Hi"]

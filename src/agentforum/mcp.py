@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
+
+import anyio
 
 try:
     import httpx2
@@ -692,8 +695,71 @@ async def serve_stdio(
 
 
 async def _serve_stdio(server: Server[Any]) -> None:
-    async with stdio_server() as (read, write):
+    async with AsyncExitStack() as stack:
+        lines = _stdin_lines(stack)
+        # The SDK reads its standard input in a worker thread, which a cancellation waits
+        # for: until the client sends a line. Read without a thread where it can be done.
+        stdin: Any = lines
+        read, write = await stack.enter_async_context(stdio_server(stdin=stdin))
         await server.run(read, write, server.create_initialization_options())
+
+
+def _stdin_lines(stack: AsyncExitStack) -> _Lines | None:
+    """The lines of the standard input, read without a thread, if it is a pipe, a socket or
+    a terminal (what can be waited for) on POSIX; else ``None``, the SDK's own reader."""
+    if sys.platform == "win32":  # pragma: no cover - no waiting for a pipe there
+        return None
+    try:
+        mode = os.fstat(0).st_mode
+        if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(0)):
+            return None
+        fd = os.dup(0)
+    except OSError:
+        return None
+    stack.callback(os.close, fd)
+    return _Lines(fd)
+
+
+class _Lines:
+    """The lines of a file descriptor (a pipe, a socket, a terminal), decoded as UTF-8.
+
+    Each read waits until the descriptor is readable, then reads what is there: never a
+    blocked thread, so a cancellation ends it at once.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buffer = bytearray()
+        self._ended = False
+
+    def __aiter__(self) -> _Lines:
+        return self
+
+    async def __anext__(self) -> str:
+        start = 0
+        while True:
+            newline = self._buffer.find(b"\n", start)
+            if newline >= 0:
+                line = bytes(self._buffer[: newline + 1])
+                del self._buffer[: newline + 1]
+                return line.decode("utf-8", "replace")
+            if self._ended:
+                if not self._buffer:
+                    raise StopAsyncIteration
+                line = bytes(self._buffer)
+                self._buffer.clear()
+                return line.decode("utf-8", "replace")
+            start = len(self._buffer)
+            await anyio.wait_readable(self._fd)
+            chunk = os.read(self._fd, _CHUNK)
+            if chunk:
+                self._buffer += chunk
+            else:
+                self._ended = True
+
+
+#: The most bytes read from the standard input at once.
+_CHUNK: Final = 65536
 
 
 __all__ = [
