@@ -146,6 +146,28 @@ async def test_branch_from_continues_a_conversation_and_kwargs_reach_the_agent()
 
 
 @pytest.mark.anyio
+async def test_a_call_asked_again_is_answered_from_the_cache() -> None:
+    forum = Forum()
+    runs: list[str] = []
+
+    @forum.agent
+    async def counted(ctx: InteractionContext) -> None:
+        """Answers, and counts its runs."""
+        async for request in ctx.request_messages:
+            runs.append((await request).content)
+            ctx.respond(f"run {len(runs)}")
+
+    with anyio.fail_after(LIMIT):
+        async with in_process(forum) as client:
+            first = await client.call_tool("counted", {"request": "same"})
+            again = await client.call_tool("counted", {"request": "same"})
+            other = await client.call_tool("counted", {"request": "other"})
+    assert [text_of(result) for result in (first, again, other)] == ["run 1", "run 1", "run 2"]
+    assert first.structured_content == again.structured_content
+    assert runs == ["same", "other"]
+
+
+@pytest.mark.anyio
 async def test_an_agent_error_is_an_error_result_and_the_server_goes_on() -> None:
     with anyio.fail_after(LIMIT):
         async with in_process(echo_forum()) as client:
@@ -280,6 +302,35 @@ async def test_a_call_still_running_when_the_server_stops_is_cancelled() -> None
         (root,) = await forum.store.children(None)
         branch = [message async for message in _descendants(forum, root.hash)]
     assert branch[0].content == "x"
+    assert branch[-1].error_type == "agentforum.AgentCancelled"  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+async def test_a_call_the_client_cancels_is_cancelled_and_the_server_goes_on() -> None:
+    forum = echo_forum()
+    started, ended = anyio.Event(), anyio.Event()
+
+    @forum.agent
+    async def waits(ctx: InteractionContext) -> None:
+        """Never answers."""
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            ended.set()
+
+    with anyio.fail_after(LIMIT):
+        async with in_process(forum) as client:
+            async with anyio.create_task_group() as group:
+                group.start_soon(client.call_tool, "waits", {"request": "x"})
+                await started.wait()
+                group.cancel_scope.cancel()
+            await ended.wait()  # the agent was cancelled while the forum runs on
+            assert text_of(await client.call_tool("echo", {"request": "on"})) == "You said: on"
+        (root,) = [
+            message for message in await forum.store.children(None) if message.content == "x"
+        ]
+        branch = [message async for message in _descendants(forum, root.hash)]
     assert branch[-1].error_type == "agentforum.AgentCancelled"  # type: ignore[attr-defined]
 
 
