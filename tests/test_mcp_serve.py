@@ -54,9 +54,9 @@ INPUT_SCHEMA = {
 }
 
 
-def echo_forum(store: Any = None) -> Forum:
+def echo_forum() -> Forum:
     """A forum of two agents: ``echo`` and ``broken``."""
-    forum = Forum(store)
+    forum = Forum()
 
     @forum.agent
     async def echo(ctx: InteractionContext, shout: bool = False) -> None:

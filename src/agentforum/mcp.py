@@ -13,7 +13,15 @@ An MCP tool is a :class:`~agentforum.llms.Tool`: the model sees the server's nam
 description and input schema; its calls and results are messages in the tree, as those
 of Python functions are, and so a call asked again is answered from the forum's cache
 without the server being called. A server that fails, dies or does not answer in time is
-a tool error the model reads, never a hang. See ``docs/mcp.md``.
+a tool error the model reads, never a hang.
+
+The other way round, :func:`mcp_server` makes an MCP server whose tools are a forum's
+agents (a tool call asks the agent), and :func:`serve_stdio` serves it on standard input
+and output while the forum runs, as ``agentforum mcp serve MODULE:FORUM`` does::
+
+    anyio.run(serve_stdio, forum)
+
+See ``docs/mcp.md``.
 """
 
 from __future__ import annotations
