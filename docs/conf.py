@@ -118,6 +118,9 @@ _EXTERNAL = {
         "opentelemetry.trace.TracerProvider",
         # the anthropic SDK
         "anthropic.AsyncAnthropic",
+        # the mcp SDK: the server that agentforum.mcp.mcp_server makes
+        "Server",
+        "mcp.server.lowlevel.Server",
     ],
     "py:exc": ["anyio.ClosedResourceError"],
     "py:func": ["anyio.to_thread.run_sync"],

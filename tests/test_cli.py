@@ -682,7 +682,10 @@ def test_help_lists_every_command() -> None:
     """``python -m agentforum --help`` lists the ten commands."""
     result = entry_point("--help")
     assert result.returncode == 0
-    commands = ("demo", "chat", "log", "show", "tree", "refs", "fsck", "export", "import", "graph")
+    commands = (
+        *("demo", "chat", "log", "show", "tree", "refs", "fsck", "export", "import", "graph"),
+        "mcp",
+    )
     for command in commands:
         assert re.search(rf"^\s+{command}\s", result.stdout, re.MULTILINE), command
 

@@ -13,18 +13,29 @@ An MCP tool is a :class:`~agentforum.llms.Tool`: the model sees the server's nam
 description and input schema; its calls and results are messages in the tree, as those
 of Python functions are, and so a call asked again is answered from the forum's cache
 without the server being called. A server that fails, dies or does not answer in time is
-a tool error the model reads, never a hang. See ``docs/mcp.md``.
+a tool error the model reads, never a hang.
+
+The other way round, :func:`mcp_server` makes an MCP server whose tools are a forum's
+agents (a tool call asks the agent), and :func:`serve_stdio` serves it on standard input
+and output while the forum runs, as ``agentforum mcp serve MODULE:FORUM`` does::
+
+    anyio.run(serve_stdio, forum)
+
+See ``docs/mcp.md``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
+
+import anyio
 
 try:
     import httpx2
@@ -32,6 +43,8 @@ try:
     from mcp import ClientSession, StdioServerParameters
     from mcp.client.stdio import stdio_client
     from mcp.client.streamable_http import streamable_http_client
+    from mcp.server.lowlevel import Server
+    from mcp.server.stdio import stdio_server
     from mcp.shared.exceptions import MCPError as SDKError
 except ModuleNotFoundError as exc:
     if (exc.name or "").partition(".")[0] not in {"mcp", "mcp_types", "httpx2"}:
@@ -41,14 +54,21 @@ except ModuleNotFoundError as exc:
     ) from exc
 from pydantic import ValidationError
 
-from ._exceptions import AgentForumError
+from ._agents import Agent
+from ._exceptions import AgentError, AgentForumError, EmptySequenceError
+from ._forum import Forum
 from ._json import FrozenDict, freeze_mapping
 from ._runtime import error_type_of
+from ._stores._targets import opened
 from .llms._tools import _NAME, Tool
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
     from contextlib import AbstractAsyncContextManager
+
+    from mcp.server.context import ServerRequestContext
+
+    from ._stores._protocol import MessageStore
 
 #: How long a server may take to start, and to answer one request, unless told otherwise.
 DEFAULT_TIMEOUT: Final = 30.0
@@ -452,12 +472,313 @@ async def _list(
     return tools
 
 
+# -- serving a forum's agents as the tools of an MCP server ------------------------------------
+
+#: The name an MCP server made by :func:`mcp_server` gives itself, unless told otherwise.
+DEFAULT_SERVER_NAME: Final = "agentforum"
+
+#: The parameters of :meth:`Agent.ask` that ``kwargs`` may not name.
+_ASK_PARAMETERS: Final = frozenset({"content", "branch_from", "blank_history"})
+
+
+def mcp_server(
+    forum: Forum,
+    *,
+    agents: Sequence[Agent | str] | None = None,
+    name: str = DEFAULT_SERVER_NAME,
+) -> Server[Any]:
+    """An MCP server whose tools are agents of ``forum``: a tool call asks the agent.
+
+    Each agent is a tool named after its alias, described by its description (the agent
+    function's docstring, by default), whose input is ``request`` (a string, the
+    request), optionally ``branch_from`` (a ref, a message hash or a unique prefix of one:
+    continue that conversation) and ``kwargs`` (an object: keyword arguments for the agent
+    function). A call is ``agent.ask(request, branch_from=..., **kwargs)``: a new
+    conversation in the forum's store unless ``branch_from`` says where to go on, and
+    answered from the cache as any call. Its result is the text of the agent's last message,
+    and as structured content that text and the message's hash (``{"content": ...,
+    "hash": ...}``), the ``branch_from`` of a call that continues the conversation.
+
+    An agent's failure (:exc:`~agentforum.AgentError`), a call that the forum refuses (bad
+    arguments, a ``branch_from`` that names no message, a forum that is not running) and an
+    agent that answers nothing are the call's error result (``isError``), with a clear text,
+    never an error of the server. A call that the client cancels, or that is still running
+    when the server stops, is cancelled (see ``docs/cancellation.md``).
+
+    The server is the SDK's low-level :class:`mcp.server.lowlevel.Server`: run it on any
+    transport, while ``forum`` runs (``async with forum:`` around the server's run, as
+    :func:`serve_stdio` does). The forum must be running for the calls to be answered.
+
+    Args:
+        forum: The forum whose agents are the tools.
+        agents: The agents to serve (agents of ``forum``, or their aliases), in this order;
+            by default every agent registered on ``forum`` so far, in the order they were.
+        name: The server's name, as clients see it.
+
+    Raises:
+        TypeError: ``forum`` is not a :class:`~agentforum.Forum`, or an item of ``agents``
+            is neither an agent nor a str.
+        ValueError: an alias that is not an agent of ``forum``, an agent of another forum,
+            an agent named twice, or an alias that MCP clients' models refuse as a tool name
+            (1 to 64 letters, digits, ``_`` or ``-``).
+    """
+    if not isinstance(forum, Forum):
+        raise TypeError(f"forum must be a Forum, not {type(forum).__qualname__}")
+    served: dict[str, Agent] = {}
+    for item in forum._agents.values() if agents is None else agents:
+        if isinstance(item, str):
+            agent = forum._agents.get(item)
+            if agent is None:
+                known = ", ".join(map(repr, forum._agents)) or "none"
+                raise ValueError(f"the forum has no agent called {item!r} (its agents: {known})")
+        elif isinstance(item, Agent):
+            if item.forum is not forum:
+                raise ValueError(f"{item!r} is an agent of another forum")
+            agent = item
+        else:
+            raise TypeError(f"an agent to serve must be an Agent or its alias, not {item!r}")
+        if agent.alias in served:
+            raise ValueError(f"the agent {agent.alias!r} is named twice")
+        if _NAME.fullmatch(agent.alias) is None:
+            raise ValueError(
+                f"the agent {agent.alias!r} cannot be an MCP tool: a tool's name is 1 to 64 "
+                "letters, digits, '_' or '-' (give the agent such an alias)"
+            )
+        served[agent.alias] = agent
+    tools = [
+        mcp_types.Tool(
+            name=alias,
+            description=agent.description,
+            input_schema=_input_schema(),
+            output_schema=_output_schema(),
+        )
+        for alias, agent in served.items()
+    ]
+
+    async def list_tools(
+        ctx: ServerRequestContext[Any, Any], params: mcp_types.PaginatedRequestParams | None
+    ) -> mcp_types.ListToolsResult:
+        return mcp_types.ListToolsResult(tools=[tool.model_copy(deep=True) for tool in tools])
+
+    async def call_tool(
+        ctx: ServerRequestContext[Any, Any], params: mcp_types.CallToolRequestParams
+    ) -> mcp_types.CallToolResult:
+        agent = served.get(params.name)
+        if agent is None:
+            raise SDKError(mcp_types.INVALID_PARAMS, f"there is no tool named {params.name!r}")
+        return await _ask(agent, params.arguments or {})
+
+    return Server(name, on_list_tools=list_tools, on_call_tool=call_tool)
+
+
+def _input_schema() -> dict[str, Any]:
+    """The input schema of every agent's tool: the request, and optionally where to go on
+    and the agent function's keyword arguments."""
+    return {
+        "type": "object",
+        "properties": {
+            "request": {"type": "string", "description": "What to ask the agent."},
+            "branch_from": {
+                "type": "string",
+                "description": "Continue the conversation after this message: a ref, a "
+                "message hash or a unique prefix of one (the hash of an earlier answer). "
+                "Default: a new conversation.",
+            },
+            "kwargs": {
+                "type": "object",
+                "description": "Keyword arguments for the agent (JSON values).",
+            },
+        },
+        "required": ["request"],
+        "additionalProperties": False,
+    }
+
+
+def _output_schema() -> dict[str, Any]:
+    """The output schema of every agent's tool: the answer's text and its message's hash."""
+    return {
+        "type": "object",
+        "properties": {
+            "content": {"type": "string", "description": "The agent's last message."},
+            "hash": {
+                "type": "string",
+                "description": "That message's hash: the branch_from that continues there.",
+            },
+        },
+        "required": ["content", "hash"],
+    }
+
+
+def _failed(text: str) -> mcp_types.CallToolResult:
+    return mcp_types.CallToolResult(content=[mcp_types.TextContent(text=text)], is_error=True)
+
+
+async def _ask(agent: Agent, arguments: Mapping[str, Any]) -> mcp_types.CallToolResult:
+    """Ask ``agent`` as a tool call with ``arguments`` asks it: its result, or its error."""
+    request = arguments.get("request")
+    if not isinstance(request, str):
+        return _failed(f"Error: the argument 'request' must be a string, not {request!r}")
+    branch_from = arguments.get("branch_from")
+    if branch_from is not None and not isinstance(branch_from, str):
+        return _failed(
+            f"Error: the argument 'branch_from' must be a ref or a message hash, not "
+            f"{branch_from!r}"
+        )
+    kwargs = arguments.get("kwargs") or {}
+    if not isinstance(kwargs, dict):
+        return _failed(f"Error: the argument 'kwargs' must be an object, not {kwargs!r}")
+    unknown = sorted(set(arguments) - {"request", "branch_from", "kwargs"})
+    if unknown:
+        return _failed(f"Error: unknown arguments: {', '.join(unknown)}")
+    taken = sorted(_ASK_PARAMETERS & set(kwargs))
+    if taken:
+        return _failed(f"Error: 'kwargs' may not name {', '.join(taken)}")
+    try:
+        sequence = agent.ask(request, branch_from=branch_from, **kwargs)
+    except (AgentForumError, TypeError, ValueError) as exc:
+        return _failed(f"Error: the call of {agent.alias!r} was refused: {exc}")
+    try:
+        last = await sequence.last()
+    except AgentError as exc:
+        return _failed(f"Error: {exc}")
+    except EmptySequenceError:
+        return _failed(f"Error: the agent {agent.alias!r} answered nothing")
+    except AgentForumError as exc:  # a branch_from that names no message, say
+        return _failed(f"Error: the call of {agent.alias!r} failed: {exc}")
+    except BaseException:
+        # A cancelled request (or the server stopping): the call is cancelled too.
+        sequence.cancel()
+        raise
+    return mcp_types.CallToolResult(
+        content=[mcp_types.TextContent(text=last.content)],
+        structured_content={"content": last.content, "hash": last.hash},
+    )
+
+
+async def serve_stdio(
+    forum: Forum,
+    *,
+    agents: Sequence[Agent | str] | None = None,
+    name: str = DEFAULT_SERVER_NAME,
+    store: MessageStore | str | os.PathLike[str] | None = None,
+) -> None:
+    """Serve ``forum``'s agents as MCP tools on this process's standard input and output.
+
+    Runs ``forum`` (``async with forum:``) for as long as it serves, around the server of
+    :func:`mcp_server` on the SDK's stdio transport; returns when the client closes the
+    standard input (after the calls still running are cancelled and the forum has
+    exited), and ends the same way when cancelled. While it serves, the standard output
+    is the protocol's: what the agents print goes to standard error.
+
+    Args:
+        forum: The forum whose agents are the tools; not running.
+        agents, name: As for :func:`mcp_server`.
+        store: Where the conversations are kept while it serves, instead of the forum's
+            own store: a :class:`~agentforum.MessageStore`, the path of an SQLite database
+            (created if missing) or a ``postgresql://`` URL; a store opened here is closed
+            after. The forum's own store is back in place when it returns.
+
+    Raises:
+        RuntimeError: ``forum`` is running already.
+        TypeError, ValueError: as for :func:`mcp_server`.
+        StoreError: the store cannot be opened.
+    """
+    server = mcp_server(forum, agents=agents, name=name)
+    if forum.is_running:
+        raise RuntimeError("the forum is running already: serve_stdio runs it")
+    if store is None:
+        async with forum:
+            await _serve_stdio(server)
+        return
+    async with opened(store) as target:
+        await target.refs()  # a store that cannot be opened is reported before serving
+        previous = forum._swap_store(target)
+        owned, forum._owns_store = forum._owns_store, False
+        try:
+            async with forum:
+                await _serve_stdio(server)
+        finally:
+            forum._swap_store(previous)
+            forum._owns_store = owned
+
+
+async def _serve_stdio(server: Server[Any]) -> None:
+    async with AsyncExitStack() as stack:
+        lines = _stdin_lines(stack)
+        # The SDK reads its standard input in a worker thread, which a cancellation waits
+        # for: until the client sends a line. Read without a thread where it can be done.
+        stdin: Any = lines
+        read, write = await stack.enter_async_context(stdio_server(stdin=stdin))
+        await server.run(read, write, server.create_initialization_options())
+
+
+def _stdin_lines(stack: AsyncExitStack) -> _Lines | None:
+    """The lines of the standard input, read without a thread, if it is a pipe, a socket or
+    a terminal (what can be waited for) on POSIX; else ``None``, the SDK's own reader."""
+    if sys.platform == "win32":  # pragma: no cover - no waiting for a pipe there
+        return None
+    try:
+        mode = os.fstat(0).st_mode
+        if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(0)):
+            return None
+        fd = os.dup(0)
+    except OSError:
+        return None
+    stack.callback(os.close, fd)
+    return _Lines(fd)
+
+
+class _Lines:
+    """The lines of a file descriptor (a pipe, a socket, a terminal), decoded as UTF-8.
+
+    Each read waits until the descriptor is readable, then reads what is there: never a
+    blocked thread, so a cancellation ends it at once.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buffer = bytearray()
+        self._ended = False
+
+    def __aiter__(self) -> _Lines:
+        return self
+
+    async def __anext__(self) -> str:
+        start = 0
+        while True:
+            newline = self._buffer.find(b"\n", start)
+            if newline >= 0:
+                line = bytes(self._buffer[: newline + 1])
+                del self._buffer[: newline + 1]
+                return line.decode("utf-8", "replace")
+            if self._ended:
+                if not self._buffer:
+                    raise StopAsyncIteration
+                line = bytes(self._buffer)
+                self._buffer.clear()
+                return line.decode("utf-8", "replace")
+            start = len(self._buffer)
+            await anyio.wait_readable(self._fd)
+            chunk = os.read(self._fd, _CHUNK)
+            if chunk:
+                self._buffer += chunk
+            else:
+                self._ended = True
+
+
+#: The most bytes read from the standard input at once.
+_CHUNK: Final = 65536
+
+
 __all__ = [
+    "DEFAULT_SERVER_NAME",
     "DEFAULT_TIMEOUT",
     "HTTPServer",
     "MCPError",
     "MCPTool",
     "MCPToolError",
     "StdioServer",
+    "mcp_server",
     "mcp_tools",
+    "serve_stdio",
 ]

@@ -1,6 +1,6 @@
 """The ``agentforum`` command line: ``agentforum demo``, ``chat``, ``log``, ``show``, ``tree``,
-``refs``, ``merge-base``, ``diff``, ``fsck``, ``export``, ``import``, ``graph`` and ``ui``, on an
-SQLite or PostgreSQL database (``docs/cli.md``).
+``refs``, ``merge-base``, ``diff``, ``fsck``, ``export``, ``import``, ``graph``, ``ui`` and
+``mcp serve``, on an SQLite or PostgreSQL database (``docs/cli.md``).
 
 An optional part: it needs click and rich (``pip install 'agentforum[cli]'``), and the core
 never imports it.

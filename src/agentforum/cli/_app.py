@@ -683,4 +683,4 @@ def chat(resume: str | None, model: str | None, db: str) -> None:
 
 # -- the commands of other modules (they register themselves on `cli`) -------------------------
 
-from . import _compare, _gc, _sync, _ui  # noqa: E402, F401
+from . import _compare, _gc, _mcp, _sync, _ui  # noqa: E402, F401
