@@ -325,9 +325,9 @@ def test_the_load_benchmark_runs_small() -> None:
     assert "first load of the page: median " in result.stdout
 
 
-async def test_a_postgresql_database_is_shown_and_its_refs_followed(postgres_url: str) -> None:
-    """PostgreSQL: the reads, and the feed's moved refs (its new messages show when a
-    branch is unfolded: the page fetches the replies again)."""
+async def test_a_postgresql_database_is_shown_and_followed(postgres_url: str) -> None:
+    """PostgreSQL: the reads, and the feed: a message another writer stores is pushed,
+    once, and so is a moved ref."""
     async with aclosing(PostgresStore(postgres_url)) as store:
         root = Message(content="on *PostgreSQL*", sender="user")
         reply = Message(content="yes", sender="bot", parent=root.hash)
@@ -339,11 +339,24 @@ async def test_a_postgresql_database_is_shown_and_its_refs_followed(postgres_url
             assert [found["hash"] for found in children] == [reply.hash]
             shown = (await http.get(f"/api/messages/{root.hash[:10]}")).json()
             assert shown["html"] == "<p>on <em>PostgreSQL</em></p>\n"
-        async with serve(store) as server, events(server) as feed:
+        async with (
+            aclosing(PostgresStore(postgres_url)) as writer,
+            serve(store) as server,
+            events(server) as feed,
+        ):
             with anyio.fail_after(20):
                 assert await feed() == ("ready", None)
-                await store.set_ref("main", reply.hash)
-                assert await feed() == ("refs", [["main", reply.hash]])
+                later = Message(content="<i>later</i>", sender="bot", parent=root.hash)
+                await writer.put(later)
+                name, data = await feed()
+                assert (name, data["hash"], data["preview"]) == (
+                    "stored",
+                    later.hash,
+                    "<i>later</i>",
+                )
+                await writer.set_ref("main", later.hash)
+                # The ref is the next event: the message was reported once.
+                assert await feed() == ("refs", [["main", later.hash]])
 
 
 def test_the_command_without_the_ui_extra_says_how_to_install_it(tmp_path: Path) -> None:

@@ -130,6 +130,11 @@ HAS_WRITE_TIMES: Final = (
     "SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema() "
     "AND table_name = 'messages' AND column_name = 'written'"
 )
+#: An index of the write times, for reading what was written lately (the web view's live
+#: feed), made with the column.
+INDEX_WRITE_TIMES: Final = (
+    "CREATE INDEX IF NOT EXISTS messages_by_written ON messages (written, hash)"
+)
 
 #: The columns of a message row (those of the SQLite store, in the same order).
 COLUMNS: Final = rows.COLUMNS
@@ -264,6 +269,7 @@ def _add_write_times(connection: psycopg.Connection[Row]) -> None:
 
     try:
         connection.execute(ADD_WRITE_TIMES)
+        connection.execute(INDEX_WRITE_TIMES)
     except psycopg.errors.InsufficientPrivilege:
         pass  # a user who may not change the table writes no message either
 
