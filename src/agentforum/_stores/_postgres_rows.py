@@ -268,8 +268,12 @@ def _add_write_times(connection: psycopg.Connection[Row]) -> None:
     import psycopg.errors
 
     try:
-        connection.execute(ADD_WRITE_TIMES)
-        connection.execute(INDEX_WRITE_TIMES)
+        # Under the lock of the schema's creation: "IF NOT EXISTS" does not keep two
+        # processes that open one database at once from both creating the index.
+        with connection.transaction():
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (CREATE_LOCK,))
+            connection.execute(ADD_WRITE_TIMES)
+            connection.execute(INDEX_WRITE_TIMES)
     except psycopg.errors.InsufficientPrivilege:
         pass  # a user who may not change the table writes no message either
 
