@@ -432,3 +432,15 @@ def check_forward(forward: Message, original: Message | None) -> None:
             f"forward {forward.hash} does not hold the content of its original "
             f"{original.hash}: a forward's content is its original's"
         )
+
+
+def kind_name(message: Message) -> str:
+    """The kind of ``message``, as the command line and the web view name it: ``message``,
+    ``forward``, ``call`` or ``error``."""
+    if isinstance(message, CallMessage):
+        return "call"
+    if isinstance(message, ForwardedMessage):
+        return "forward"
+    if isinstance(message, ErrorMessage):
+        return "error"
+    return "message"

@@ -190,11 +190,9 @@ def _end(call: Call, span: Span) -> None:
         if result is not None:
             span.set_attribute("agentforum.cache", result)
     failure = call.writer.log.failure
-    if failure is None:
-        pass
-    elif failure.is_cancellation:
+    if failure is not None and failure.is_cancellation:
         span.set_attribute("agentforum.cancelled", True)
-    else:
+    elif failure is not None:
         message = failure.message
         span.set_attribute("error.type", message.error_type)
         if failure.cause is not None:  # in this process, an error always has its cause
@@ -221,11 +219,9 @@ class _TracedModelRequest(ModelRequest):
         tb: TracebackType | None,
     ) -> None:
         span = self._span
-        if exc is None:
-            pass
-        elif isinstance(exc, anyio.get_cancelled_exc_class()):
+        if isinstance(exc, anyio.get_cancelled_exc_class()):
             span.set_attribute("agentforum.cancelled", True)
-        else:
+        elif exc is not None:
             error_type = error_type_of(exc)
             span.set_attribute("error.type", error_type)
             span.record_exception(exc)

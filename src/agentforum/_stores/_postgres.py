@@ -471,11 +471,8 @@ class PostgresStore(MessageStore, ClaimingStore):
         closed even when the caller is cancelled.
         """
         with anyio.CancelScope(shield=True):
-            try:
-                listener = self._listener.get()
-            except LookupError:
-                pass
-            else:
+            listener = self._listener.get(None)
+            if listener is not None:
                 await listener.aclose()
             await anyio.to_thread.run_sync(self._pool.close)
 

@@ -203,7 +203,7 @@ def as_sqlite(stored: Row) -> Row:
             try:
                 fields[index] = fields[index].decode("utf-8")
             except UnicodeDecodeError:
-                pass
+                pass  # left as bytes: decoding the row reports it as damaged
     return tuple(fields)
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Final
 from rich.text import Text
 
 from agentforum import CallMessage, ErrorMessage, ForwardedMessage, Message, encode_message
+from agentforum._messages import kind_name
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -78,17 +79,6 @@ def _thaw(value: object) -> object:
         return [_thaw(item) for item in value]
     assert hasattr(value, "items")
     return {key: _thaw(item) for key, item in value.items()}
-
-
-def kind(message: Message) -> str:
-    """Return the kind of ``message``: ``message``, ``forward``, ``call`` or ``error``."""
-    if isinstance(message, CallMessage):
-        return "call"
-    if isinstance(message, ForwardedMessage):
-        return "forward"
-    if isinstance(message, ErrorMessage):
-        return "error"
-    return "message"
 
 
 def summary(
@@ -268,3 +258,7 @@ def log_entry(message: Message, refs: list[str]) -> Iterator[Text]:
         yield Text()
         yield from (Text("    " + printable(row)) for row in message.content.split("\n"))
     yield Text()
+
+
+#: The kind of a message, as the commands name it (``message``, ``forward``, ``call``, ``error``).
+kind = kind_name

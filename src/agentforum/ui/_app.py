@@ -28,6 +28,7 @@ from agentforum import (
     MessageNotFoundError,
 )
 from agentforum._branches import after, merge_base
+from agentforum._messages import kind_name as kind
 from agentforum.cli._database import find
 
 from . import _feed
@@ -52,17 +53,6 @@ POLICY: Final = (
 )
 
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False})
-
-
-def kind(message: Message) -> str:
-    """``message``, ``forward``, ``call`` or ``error``."""
-    if isinstance(message, CallMessage):
-        return "call"
-    if isinstance(message, ForwardedMessage):
-        return "forward"
-    if isinstance(message, ErrorMessage):
-        return "error"
-    return "message"
 
 
 def _thaw(value: object) -> Any:
