@@ -37,9 +37,13 @@ def flatten(content: object, where: str) -> list[Item]:
         TypeError: something that is not content, content nested too deep (or holding
             itself), or a str that is not valid Unicode; the message names ``where``.
     """
+    if type(content) is str and content.isascii():
+        return [content]  # the common case, checked as _flatten would
     items: list[Item] = []
     _flatten(content, where, items)
     streamed = [item for item in items if isinstance(item, StreamedMessage)]
+    if not streamed:
+        return items
     if any(item._placed for item in streamed) or len({id(s) for s in streamed}) < len(streamed):
         raise TypeError(
             f"{where}: a StreamedMessage is placed once; it was placed already "
