@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import _postgres
 import anyio
 from _common import Clock, child_main, held_memory, not_applicable
-from anyio.lowlevel import checkpoint
+from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 
 from agentforum import (
     Agent,
@@ -315,6 +315,49 @@ def w3_floor(backend: str, params: dict[str, Any]) -> Run:
                 else:
                     for index in range(calls):
                         await call(index)
+        return calls
+
+    seconds, done = timed_run(backend, run)
+    return seconds, done, {}
+
+
+def w3_task(backend: str, params: dict[str, Any]) -> Run:
+    """Part of a call (``call_parts.py``): a task of its own per call, in one task group, which
+    sets an event that the caller waits for; nothing else. Sequential only."""
+    calls = params["calls"]
+
+    async def run() -> int:
+        async def call(done: anyio.Event) -> None:
+            await checkpoint_if_cancelled()
+            done.set()
+
+        async with anyio.create_task_group() as group:
+            for _ in range(calls):
+                done = anyio.Event()
+                group.start_soon(call, done)
+                await done.wait()
+        return calls
+
+    seconds, done = timed_run(backend, run)
+    return seconds, done, {}
+
+
+def w3_messages(backend: str, params: dict[str, Any]) -> Run:
+    """Part of a call (``call_parts.py``): its three messages (the request, the
+    :class:`CallMessage`, the response), each built, hashed and stored in a
+    :class:`MemoryStore`, as a call through the cache stores them; nothing else."""
+    calls = params["calls"]
+
+    async def run() -> int:
+        store = MemoryStore()
+        for index in range(calls):
+            request = Message(content=f"q{index}", sender="user")
+            call = CallMessage(receiver="echo", kwargs={}, parent=request.hash)
+            answer = Message(
+                content=f"re: q{index}", sender="echo", parent=call.hash, reply_to=request.hash
+            )
+            await store.put_many([request, call, answer])
+        assert len(await store.stored([answer.hash])) == 1
         return calls
 
     seconds, done = timed_run(backend, run)
@@ -806,6 +849,8 @@ CASES = {
     "W2.floor": w2_floor,
     "W3.ours": w3_ours,
     "W3.floor": w3_floor,
+    "W3.task": w3_task,
+    "W3.messages": w3_messages,
     "W4.ours": w4_ours,
     "W4.forum": w4_forum,
     "W4.floor": w4_floor,

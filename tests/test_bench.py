@@ -145,6 +145,21 @@ def test_a_case_runs_in_a_child_process_and_prints_its_result() -> None:
     assert_memory_figures(result)
 
 
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("case", ["W3.task", "W3.messages"])
+def test_the_parts_of_a_call_run_and_count_their_calls(
+    case: str, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parts of a call that benchmarks/call_parts.py counts (a task per call; the three
+    messages of a call) run on both backends and do the calls they are asked for."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import workloads
+
+    seconds, calls, extra = workloads.CASES[case](backend, {"calls": 7})
+    assert (calls, extra) == (7, {})
+    assert isinstance(seconds, float)
+
+
 def test_the_sync_benchmark_runs_and_push_reads_only_the_new_part() -> None:
     """benchmarks/sync.py runs (small, SQLite only) and prints each case; its push of 2
     messages onto the clone sends 2 and reads one round of the source, not the tree."""
