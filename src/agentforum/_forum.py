@@ -11,7 +11,7 @@ import anyio
 
 from ._agents import Agent, AgentFunction
 from ._branches import merge_base
-from ._messages import Message, is_ref_name
+from ._messages import Message
 from ._promises import MessagePromise
 from ._runtime import ForumState, ForumStatistics, branch_of
 from ._runtime._claims import HEARTBEAT, LEASE
@@ -19,7 +19,7 @@ from ._stores._claims import check_seconds
 from ._stores._memory import MemoryStore
 from ._stores._postgres import PostgresStore
 from ._stores._protocol import MessageStore
-from ._stores._refs import ANY, check_expected
+from ._stores._refs import ANY, check_expected, lookup
 from ._stores._sqlite import SQLiteStore
 from ._stores._targets import opened, store_at
 from ._sync import sync
@@ -281,11 +281,7 @@ class Forum:
             raise TypeError(
                 f"get() takes a ref, hash or hash prefix (str), not {type(name).__qualname__}"
             )
-        if is_ref_name(name):
-            target = await self._store.get_ref(name)
-            if target is not None:
-                return await self._store.get(target)
-        return await self._store.resolve(name)
+        return await lookup(self._store, name)
 
     async def set_ref(
         self,

@@ -10,10 +10,14 @@ move. ``set_ref(name, hash, expected=old)`` moves the ref only if it still point
 from __future__ import annotations
 
 import enum
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from .._exceptions import RefConflictError
-from .._messages import is_hash
+from .._messages import is_hash, is_ref_name
+
+if TYPE_CHECKING:
+    from .._messages import Message
+    from ._protocol import MessageStore
 
 
 class _Anywhere(enum.Enum):
@@ -52,3 +56,21 @@ def check_current(name: str, expected: Expected, actual: str | None) -> None:
     """Raise :exc:`RefConflictError` unless the ref ``name``, now at ``actual``, is as expected."""
     if expected is not ANY and expected != actual:
         raise RefConflictError(name, expected, actual)
+
+
+async def lookup(store: MessageStore, name: str) -> Message:
+    """Return the message of ``store`` that a ref, a full hash or a unique prefix names.
+
+    A ref is looked up first, then a hash or a prefix of at least 6 hex characters, as in
+    git: what :meth:`Forum.get`, the command line and the web view mean by a name.
+
+    Raises:
+        ValueError: no such ref, and not 6 to 64 lowercase hexadecimal characters.
+        MessageNotFoundError: no message matches.
+        AmbiguousHashError: more than one message matches.
+    """
+    if is_ref_name(name):
+        target = await store.get_ref(name)
+        if target is not None:
+            return await store.get(target)
+    return await store.resolve(name)

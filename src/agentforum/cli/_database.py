@@ -14,6 +14,7 @@ import attrs
 from agentforum import AgentForumError, Message, MessageStore, PostgresStore, SQLiteStore
 from agentforum._stores._postgres_connect import is_url as is_url
 from agentforum._stores._postgres_connect import redact
+from agentforum._stores._refs import lookup
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -102,7 +103,7 @@ async def _opened(store: MessageStore) -> AsyncIterator[MessageStore]:
 async def find(store: MessageStore, name: str) -> Message:
     """Return the message that a ref, a full hash or a unique hash prefix names.
 
-    Refs are looked up first, as :meth:`Forum.get` does.
+    Refs are looked up first, as :meth:`Forum.get` does (``_stores._refs.lookup``).
 
     Raises:
         UserError: ``name`` is neither a ref nor 6 to 64 lowercase hexadecimal characters.
@@ -110,13 +111,7 @@ async def find(store: MessageStore, name: str) -> Message:
         AmbiguousHashError: several messages match.
     """
     try:
-        target = await store.get_ref(name)
-    except ValueError:  # not a valid ref name (MemoryStore checks); it may be a hash prefix
-        target = None
-    if target is not None:
-        return await store.get(target)
-    try:
-        return await store.resolve(name)
+        return await lookup(store, name)
     except ValueError:
         raise UserError(
             f"{name!r} is neither a ref nor a message hash (6 to 64 lowercase hex characters)"

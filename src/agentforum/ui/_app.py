@@ -29,7 +29,7 @@ from agentforum import (
 )
 from agentforum._branches import after, merge_base
 from agentforum._messages import kind_name as kind
-from agentforum.cli._database import find
+from agentforum._stores._refs import lookup
 
 from . import _feed
 
@@ -142,15 +142,15 @@ class _Routes:
 
     async def message(self, request: Request) -> Response:
         try:
-            message = await find(self.store, request.path_params["name"])
-        except AgentForumError as exc:
+            message = await lookup(self.store, request.path_params["name"])
+        except (AgentForumError, ValueError) as exc:
             return _error(404, str(exc))
         return JSONResponse(detail(message, await _refs_by_hash(self.store)))
 
     async def history(self, request: Request) -> Response:
         try:
-            message = await find(self.store, request.path_params["name"])
-        except AgentForumError as exc:
+            message = await lookup(self.store, request.path_params["name"])
+        except (AgentForumError, ValueError) as exc:
             return _error(404, str(exc))
         refs = await _refs_by_hash(self.store)
         branch = await self.store.ancestors(message.hash)
@@ -159,7 +159,7 @@ class _Routes:
     async def diff(self, request: Request) -> Response:
         a, b = request.query_params.get("a", ""), request.query_params.get("b", "")
         try:
-            left, right = (await find(self.store, a)).hash, (await find(self.store, b)).hash
+            left, right = (await lookup(self.store, a)).hash, (await lookup(self.store, b)).hash
             base = await merge_base(self.store, left, right)
             refs = await _refs_by_hash(self.store)
             return JSONResponse(
@@ -169,7 +169,7 @@ class _Routes:
                     "b": [summary(found, refs) for found in await after(self.store, base, right)],
                 }
             )
-        except AgentForumError as exc:
+        except (AgentForumError, ValueError) as exc:
             return _error(404, str(exc))
 
     async def events(self, request: Request) -> Response:
