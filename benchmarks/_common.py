@@ -6,11 +6,13 @@ environments, where agentforum (this one) is not installed.
 A child runs one *case* (a workload, with its parameters, on one backend) ``--repeat`` times in
 one process and prints one JSON object on its last line of standard output::
 
-    {"times": [seconds, ...], "units": work done per run, "peak_rss_kib": ...,
-     "base_rss_kib": ..., "extra": {...}}
+    {"times": [seconds, ...], "gc_times": [seconds, ...], "units": work done per run,
+     "peak_rss_kib": ..., "base_rss_kib": ..., "extra": {...}}
 
-``units`` is what the throughput counts (tokens delivered, calls, messages); the harness
-divides it by the median of ``times``. Peak RSS is the ``VmHWM`` of ``/proc/self/status``:
+``gc_times`` is the part of each time spent in the cyclic garbage collector (``None`` for a
+case that does not time itself with :class:`Clock`). ``units`` is what the throughput counts
+(tokens delivered, calls, messages); the harness divides it by the median of ``times``.
+Peak RSS is the ``VmHWM`` of ``/proc/self/status``:
 the high-water mark of this process's own address space, which ``exec`` starts afresh (unlike
 ``ru_maxrss``, which a child inherits from the process that forked it). ``base_rss_kib`` is
 the RSS (``VmRSS``) after the imports, before the first run. The kernel's RSS counters are
@@ -70,21 +72,42 @@ def rss_kib() -> int:
 
 class Clock:
     """Times one run: ``with clock: ...``; ``gc.collect()`` first, so no run pays for another's
-    garbage (the cyclic collector stays on during the run, as in a program)."""
+    garbage (the cyclic collector stays on during the run, as in a program).
 
-    __slots__ = ("_start", "seconds")
+    It also times the cyclic garbage collector during the run (``gc.callbacks``): how many
+    collections ran and how long they took (``gc_seconds``, part of ``seconds``). The last
+    run's clock is :attr:`last`, which :func:`run_case` reports beside the times.
+    """
+
+    __slots__ = ("_collecting", "_start", "collections", "gc_seconds", "seconds")
+
+    #: The clock of the last run that ended, in this process.
+    last: Clock | None = None
 
     def __init__(self) -> None:
         self.seconds = 0.0
+        self.gc_seconds = 0.0
+        self.collections = 0
         self._start = 0.0
+        self._collecting = 0.0
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._collecting = time.perf_counter()
+        else:
+            self.gc_seconds += time.perf_counter() - self._collecting
+            self.collections += 1
 
     def __enter__(self) -> Clock:
         gc.collect()
+        gc.callbacks.append(self._on_gc)
         self._start = time.perf_counter()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.seconds = time.perf_counter() - self._start
+        gc.callbacks.remove(self._on_gc)
+        Clock.last = self
 
 
 def held_memory(run: Callable[[], object], holder: list[Any], n: int) -> Run:
@@ -165,11 +188,17 @@ def run_case(
     times: list[float] = []
     units = 0
     extra: dict[str, Any] = {}
+    gc_times: list[float] = []
     for _ in range(repeat):
+        Clock.last = None
         seconds, units, extra = case(backend, params)
         times.append(seconds)
+        if Clock.last is not None:
+            gc_times.append(Clock.last.gc_seconds)
     return {
         "times": times,
+        # The cyclic collector's part of each time, when the case timed itself with a Clock.
+        "gc_times": gc_times if len(gc_times) == len(times) else None,
         "units": units,
         # Both are readings of the RSS: the base is one the peak has reached (see above).
         "peak_rss_kib": max(peak_rss_kib(), base),

@@ -636,6 +636,28 @@ def peak_rss_table(rows: list[Row], markdown: bool) -> str:
     return render(lines, markdown)
 
 
+def gc_share_table(rows: list[Row], markdown: bool) -> str:
+    """The cyclic garbage collector's share of each case's time (%), ours, the floor's and
+    the peers': the sum of its collections' times over the sum of the runs' times."""
+    seen: set[tuple[str, str]] = set()
+    lines = [["workload", "backend", "agentforum", "floor", *PEERS]]
+    for row in rows:
+        if (row.label, row.backend) in seen:
+            continue
+        seen.add((row.label, row.backend))
+        cells = []
+        for subject in ("ours", "floor", *PEERS):
+            result = row.results.get(subject)
+            gc_times = result.get("gc_times") if isinstance(result, dict) else None
+            cells.append(
+                f"{100 * sum(gc_times) / sum(result['times']):.0f}%"
+                if isinstance(result, dict) and gc_times and sum(result["times"]) > 0
+                else "-"
+            )
+        lines.append([f"{row.workload} {row.label}", row.backend, *cells])
+    return render(lines, markdown)
+
+
 def machine() -> dict[str, Any]:
     cpu = ""
     try:
@@ -786,6 +808,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print("Peak RSS of each case's process (MiB; VmHWM)")
     print()
     print(peak_rss_table(rows, args.markdown))
+    print()
+    print("Time in the cyclic garbage collector (% of each case's runs; gc.callbacks)")
+    print()
+    print(gc_share_table(rows, args.markdown))
     met = sum(check.met is True for check in checks)
     missed = [check for check in checks if check.met is False]
     print()

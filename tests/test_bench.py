@@ -116,9 +116,19 @@ def test_harness_runs_every_workload_of_ours_and_the_floors(
     for check in results["checks"]:
         assert check["met"] in (True, False, None)
         assert (check["met"] is None) == (check["value"] is None)
-    # 3 depths and a burst x 2 backends, in the table of figures and in that of peak RSS.
-    assert printed.count("| W1 nested streaming") == 16
+    # 3 depths and a burst x 2 backends, in the table of figures, in that of peak RSS and in
+    # that of the collector's share.
+    assert printed.count("| W1 nested streaming") == 24
     assert "targets:" in printed
+    # The cyclic collector's share of the time of every case that times itself with a Clock
+    # (W3 does, for agentforum and its floor), a part of each run's time.
+    assert "Time in the cyclic garbage collector" in printed
+    for row in rows:
+        if row["workload"] == "W3":
+            for subject in ("ours", "floor"):
+                result = row["results"][subject]
+                assert len(result["gc_times"]) == len(result["times"]) == 1, row
+                assert 0 <= result["gc_times"][0] <= result["times"][0], row
 
 
 def test_a_case_runs_in_a_child_process_and_prints_its_result() -> None:
