@@ -24,10 +24,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import _postgres
 from _common import NOT_APPLICABLE, run_case
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 HERE = Path(__file__).resolve().parent
 BACKENDS = ("asyncio", "trio")
@@ -618,44 +621,33 @@ def render(rows: list[list[str]], markdown: bool) -> str:
     return "\n".join(out)
 
 
+def subject_table(rows: list[Row], markdown: bool, cell: Callable[[dict[str, Any]], str]) -> str:
+    """A table of one figure of every case's result (``cell``), ours, the floor's and the
+    peers', a line per workload variant and backend ("-": no result)."""
+    seen: set[tuple[str, str]] = set()
+    lines = [["workload", "backend", "agentforum", "floor", *PEERS]]
+    for row in rows:
+        if (row.label, row.backend) in seen:
+            continue
+        seen.add((row.label, row.backend))
+        cells = []
+        for subject in ("ours", "floor", *PEERS):
+            result = row.results.get(subject)
+            cells.append(cell(result) if isinstance(result, dict) else "-")
+        lines.append([f"{row.workload} {row.label}", row.backend, *cells])
+    return render(lines, markdown)
+
+
 def peak_rss_table(rows: list[Row], markdown: bool) -> str:
     """Peak RSS (MiB) of every process, ours, the floor's and the peers'."""
-    seen: set[tuple[str, str]] = set()
-    lines = [["workload", "backend", "agentforum", "floor", *PEERS]]
-    for row in rows:
-        if (row.label, row.backend) in seen:
-            continue
-        seen.add((row.label, row.backend))
-        cells = []
-        for subject in ("ours", "floor", *PEERS):
-            result = row.results.get(subject)
-            cells.append(
-                f"{result['peak_rss_kib'] / 1024:,.0f}" if isinstance(result, dict) else "-"
-            )
-        lines.append([f"{row.workload} {row.label}", row.backend, *cells])
-    return render(lines, markdown)
+    return subject_table(rows, markdown, lambda result: f"{result['peak_rss_kib'] / 1024:,.0f}")
 
 
-def gc_share_table(rows: list[Row], markdown: bool) -> str:
-    """The cyclic garbage collector's share of each case's time (%), ours, the floor's and
-    the peers': the sum of its collections' times over the sum of the runs' times."""
-    seen: set[tuple[str, str]] = set()
-    lines = [["workload", "backend", "agentforum", "floor", *PEERS]]
-    for row in rows:
-        if (row.label, row.backend) in seen:
-            continue
-        seen.add((row.label, row.backend))
-        cells = []
-        for subject in ("ours", "floor", *PEERS):
-            result = row.results.get(subject)
-            gc_times = result.get("gc_times") if isinstance(result, dict) else None
-            cells.append(
-                f"{100 * sum(gc_times) / sum(result['times']):.0f}%"
-                if isinstance(result, dict) and gc_times and sum(result["times"]) > 0
-                else "-"
-            )
-        lines.append([f"{row.workload} {row.label}", row.backend, *cells])
-    return render(lines, markdown)
+def gc_share(result: dict[str, Any]) -> str:
+    """The cyclic garbage collector's share of a case's time: the sum of its collections'
+    times over the sum of the runs' times ("-" for a case that did not time it)."""
+    gc_times, total = result.get("gc_times"), sum(result["times"])
+    return f"{100 * sum(gc_times) / total:.0f}%" if gc_times and total > 0 else "-"
 
 
 def machine() -> dict[str, Any]:
@@ -675,6 +667,30 @@ def machine() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
+
+
+def add_peer_option(parser: argparse.ArgumentParser) -> None:
+    """The ``--peer NAME=PYTHON`` option (repeatable) of the harness and its helpers."""
+    parser.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="NAME=PYTHON",
+        help=f"a peer and the interpreter of its environment; names: {', '.join(PEERS)}",
+    )
+
+
+def peer_pythons(parser: argparse.ArgumentParser, specs: list[str]) -> dict[str, str]:
+    """The peers that ``--peer`` named: name -> interpreter (a wrong spec is a usage error)."""
+    peers = {}
+    for spec in specs:
+        name, _, python = spec.partition("=")
+        if name not in PEERS or not python:
+            parser.error(
+                f"--peer {spec!r}: expected NAME=PYTHON with NAME one of {', '.join(PEERS)}"
+            )
+        peers[name] = python
+    return peers
 
 
 def profile_missed(checks: list[Check], top: int) -> str:
@@ -725,13 +741,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="workloads to run: W1..W6, W6PG, W6PGW, MEM, SIZE (repeatable, or comma-separated)",
     )
     parser.add_argument("--backend", action="append", choices=BACKENDS, help="default: both")
-    parser.add_argument(
-        "--peer",
-        action="append",
-        default=[],
-        metavar="NAME=PYTHON",
-        help=f"a peer's interpreter; names: {', '.join(PEERS)}",
-    )
+    add_peer_option(parser)
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
     parser.add_argument(
         "--json", type=Path, help="write the results here (default: benchmarks/results.json)"
@@ -760,14 +770,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     unknown = only - set(FULL)
     if unknown:
         parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
-    peers = {}
-    for spec in args.peer:
-        name, _, python = spec.partition("=")
-        if name not in PEERS or not python:
-            parser.error(
-                f"--peer {spec!r}: expected NAME=PYTHON with NAME one of {', '.join(PEERS)}"
-            )
-        peers[name] = python
+    peers = peer_pythons(parser, args.peer)
     backends = tuple(args.backend or BACKENDS)
 
     rows = plan(sizes, only, backends)
@@ -811,7 +814,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print()
     print("Time in the cyclic garbage collector (% of each case's runs; gc.callbacks)")
     print()
-    print(gc_share_table(rows, args.markdown))
+    print(subject_table(rows, args.markdown, gc_share))
     met = sum(check.met is True for check in checks)
     missed = [check for check in checks if check.met is False]
     print()

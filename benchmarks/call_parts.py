@@ -36,7 +36,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import PEERS
+from bench import PEERS, add_peer_option, peer_pythons
 
 HERE = Path(__file__).resolve().parent
 OURS = {"agentforum": "W3.ours", "floor": "W3.floor", "task": "W3.task", "messages": "W3.messages"}
@@ -78,14 +78,9 @@ def main() -> None:
     parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
     parser.add_argument("--small", type=int, default=500, help="calls of the first run")
     parser.add_argument("--large", type=int, default=1500, help="calls of the second run")
-    parser.add_argument(
-        "--peer",
-        action="append",
-        default=[],
-        metavar="NAME=PYTHON",
-        help=f"a peer and the interpreter of its environment ({', '.join(PEERS)})",
-    )
+    add_peer_option(parser)
     args = parser.parse_args()
+    pythons = peer_pythons(parser, args.peer)
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
     costs: dict[str, int] = {}
@@ -95,10 +90,7 @@ def main() -> None:
         )
         print(f"{name}: {costs[name]:,} instructions per call", flush=True)
     peers = {}
-    for spec in args.peer:
-        name, _, python = spec.partition("=")
-        if name not in PEERS or not python:
-            raise SystemExit(f"--peer {spec!r}: expected NAME=PYTHON with NAME one of {PEERS}")
+    for name, python in pythons.items():
         if args.backend != "asyncio":
             continue  # the peers run on asyncio only
         peers[name] = costs[name] = per_call(
