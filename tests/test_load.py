@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -284,3 +286,43 @@ async def test_cancellation_at_any_point_leaves_a_sound_forum(scenario: CancelSc
         end = top_error.message
         assert isinstance(end, ErrorMessage)
         assert await forum.store.get(end.hash) == end
+
+
+@contextlib.contextmanager
+def _without_the_cyclic_collector() -> Iterator[None]:
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize("through", ["the cache", "no cache", "a nested call"])
+async def test_a_finished_call_is_freed_without_the_cyclic_collector(through: str) -> None:
+    """A call that has ended, and whose sequence nobody holds, is freed at once: it keeps no
+    reference cycle (its writer, its request cursor) for the cyclic garbage collector to
+    find, which, with thousands of calls in flight, would trace them all at each collection.
+    """
+    from agentforum._runtime._call import Call
+
+    forum = Forum()
+
+    async def echo_function(ctx: InteractionContext) -> None:
+        async for request in ctx.request_messages:
+            ctx.respond(f"re: {(await request).content}")
+
+    echo = forum.agent(echo_function, alias="echo", cache=through != "no cache")
+
+    @forum.agent
+    async def relay(ctx: InteractionContext) -> None:
+        ctx.respond(echo.ask(ctx.request_messages))
+
+    with _without_the_cyclic_collector():
+        async with forum:
+            for index in range(5):
+                sequence = (relay if through == "a nested call" else echo).ask(f"q{index}")
+                assert (await sequence.last()).content == f"re: q{index}"
+            del sequence
+        alive = [thing for thing in gc.get_objects() if type(thing) is Call]
+    assert alive == []

@@ -384,8 +384,16 @@ class Call:
         if self.caller is not None and not self.detached:
             self.caller._child_ended()
         # Nothing runs in the call any more: its sequences, which consumers may keep for
-        # long, no longer keep the call (its feeds, scopes and nested calls) alive.
+        # long, no longer keep the call (its feeds, scopes and nested calls) alive, and the
+        # call keeps no reference cycle (its writer, its request cursor): once nobody holds
+        # it, it is freed at once, not by the cyclic garbage collector.
         self.requests.owner = self.responses.owner = None
+        self.cursor = None
+        self.writer.release()
+        # The calls it made refer to it (their caller): it no longer refers to them. Any of
+        # them still running was detached: it leads a flight for others, and cancelling
+        # this call did not cancel it before either (see cancel()).
+        self.children = self.open_calls = self.hand_streams = None
 
     async def execute(self) -> None:
         """Run the agent function in this task, while its branch is written.
