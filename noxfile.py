@@ -24,6 +24,10 @@ nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
 nox.options.error_on_missing_interpreters = False
 # Use the interpreters that are installed; never fetch one from the network.
 nox.options.download_python = "never"
+# uv creates the sessions' environments and installs into them: the README's command (and
+# CI's, .ci/run) installs nox[uv], which brings it. Against pip, that takes the installs of a
+# whole run from minutes to seconds (about 25 s to 5 s for each tests session, measured on two
+# cores). Without uv (nox installed alone), venv and pip do the same, slower.
 nox.options.default_venv_backend = "uv|venv"
 
 ROOT = Path(__file__).parent
