@@ -97,7 +97,7 @@ def tests(session: nox.Session) -> None:
     On COVERAGE_PYTHON the coverage report, lines and branches, ends the session; it fails
     below ``fail_under`` in pyproject.toml, except when pytest arguments are given (a subset
     of the tests covers less). The other interpreters run the same tests without coverage,
-    which would double their time: CI has ten minutes for every session.
+    which would double their time: CI has fifteen minutes for the whole run.
     """
     # The cli extra (click, rich): tests/test_cli.py runs the command line; the openai and
     # anthropic extras: tests/test_llms_openai.py and tests/test_llms_anthropic.py drive

@@ -681,7 +681,11 @@ def add_peer_option(parser: argparse.ArgumentParser) -> None:
 
 
 def peer_pythons(parser: argparse.ArgumentParser, specs: list[str]) -> dict[str, str]:
-    """The peers that ``--peer`` named: name -> interpreter (a wrong spec is a usage error)."""
+    """The peers that ``--peer`` named: name -> interpreter (a wrong spec is a usage error).
+
+    A relative path is made absolute (not resolved: a virtual environment's ``python`` is a
+    link out of it), since the cases may run in another directory.
+    """
     peers = {}
     for spec in specs:
         name, _, python = spec.partition("=")
@@ -689,7 +693,7 @@ def peer_pythons(parser: argparse.ArgumentParser, specs: list[str]) -> dict[str,
             parser.error(
                 f"--peer {spec!r}: expected NAME=PYTHON with NAME one of {', '.join(PEERS)}"
             )
-        peers[name] = python
+        peers[name] = os.path.abspath(python) if os.sep in python else python
     return peers
 
 
