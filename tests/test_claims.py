@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
     from agentforum import MessageSequence
 
+pytestmark = pytest.mark.slow
+
+
 WORKER = Path(__file__).with_name("flight_worker.py")
 #: A safety bound on each line awaited from a worker (never reached when all is well).
 PATIENCE = 60.0

@@ -28,6 +28,9 @@ from test_cli import entry_point, environment
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+pytestmark = pytest.mark.slow
+
+
 ROOT = Path(__file__).resolve().parent.parent
 #: Seconds a process may stay silent before a test gives up on it (it hangs: a failure).
 HANG = 60

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     import pg_server
 
 
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture
 def demo_url(postgres_url: str) -> str:
     """A database that ``agentforum demo --fast`` wrote."""

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
+pytestmark = pytest.mark.slow
+
+
 def test_clone_copies_what_the_refs_reach_to_a_file_and_a_bundle(
     demo_db: Path, tmp_path: Path
 ) -> None:

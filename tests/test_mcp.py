@@ -39,6 +39,7 @@ MCP_GENERATOR_WARNING = (
     r"been exhausted"
 )
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.filterwarnings(f"ignore:{SDK_GENERATOR_WARNING}:ResourceWarning"),
     pytest.mark.filterwarnings(f"ignore:{MCP_GENERATOR_WARNING}:ResourceWarning"),
 ]

@@ -31,6 +31,8 @@ from agentforum.mcp import mcp_server, serve_stdio
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+pytestmark = pytest.mark.slow
+
 #: Seconds any one test may take before it fails instead of hanging (a subprocess starts).
 LIMIT = 60
 TESTS = Path(__file__).resolve().parent

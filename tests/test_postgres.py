@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from agentforum import InteractionContext
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 def raw(url: str) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import pytest
 
 import pg_server
 from agentforum import Forum, MemoryStore, Message, PostgresStore
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from agentforum import InteractionContext
+
+pytestmark = pytest.mark.slow
+
 
 WORKER = """
 import sys

@@ -1285,12 +1285,14 @@ class TestSQLiteStoreMachineOnTrio(_machine("sqlite", "trio").TestCase):  # type
     settings = MACHINE_SETTINGS
 
 
+@pytest.mark.slow
 class TestPostgresStoreMachineOnAsyncio(_machine("postgres", "asyncio").TestCase):  # type: ignore[misc]
     """PostgresStore agrees with the dict model on asyncio, whatever the steps."""
 
     settings = MACHINE_SETTINGS
 
 
+@pytest.mark.slow
 class TestPostgresStoreMachineOnTrio(_machine("postgres", "trio").TestCase):  # type: ignore[misc]
     """PostgresStore agrees with the dict model on Trio, whatever the steps."""
 

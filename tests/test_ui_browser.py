@@ -32,6 +32,9 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+pytestmark = pytest.mark.slow
+
+
 CHROMIUM = os.environ.get("AGENTFORUM_CHROMIUM", "/usr/bin/chromium")
 ARGS = [
     "--headless",
