@@ -118,13 +118,7 @@ def tests(session: nox.Session) -> None:
     # idle worker takes tests queued for the other, so a few long tests (10,000 concurrent
     # calls) do not leave one core waiting at the end. --durations: the slowest tests, in
     # every log, for keeping the whole run within CI's budget.
-    pytest = [
-        "pytest",
-        "--numprocesses=auto",
-        "--dist=worksteal",
-        "--durations=10",
-        *session.posargs,
-    ]
+    pytest = ["pytest", "--numprocesses=auto", "--dist=worksteal", "--durations=10"]
     if session.python != COVERAGE_PYTHON:
         # Every test runs on COVERAGE_PYTHON. The others leave out the tests marked slow
         # (pyproject.toml): they start servers (PostgreSQL, MCP, the web view's), worker
@@ -132,7 +126,7 @@ def tests(session: nox.Session) -> None:
         # and take about 40% of the suite's time, mostly in those other processes. Four full
         # runs do not fit CI's fifteen minutes on two cores (1,029 s measured); the in-process
         # tests, which exercise the interpreter's asyncio and Trio, still run on every one.
-        session.run(*pytest[:1], "-m", "not slow", *pytest[1:])
+        session.run(*pytest, "-m", "not slow", *session.posargs)
         return
     # One data file per session, so sessions on different interpreters never mix.
     session.env["COVERAGE_FILE"] = os.path.join(session.virtualenv.location, ".coverage")
@@ -140,7 +134,7 @@ def tests(session: nox.Session) -> None:
     # coverage starts before pytest, so it sees the package imported by our pytest11 plugin;
     # it follows the xdist workers and every other Python subprocess ([tool.coverage.run]
     # patch), and exits with pytest's status: a failure, or no test at all (5), fails it.
-    session.run("coverage", "run", "-m", *pytest)
+    session.run("coverage", "run", "-m", *pytest, *session.posargs)
     session.run("coverage", "combine", "--quiet")
     session.run("coverage", "report", *(["--fail-under=0"] if session.posargs else []))
 

@@ -89,24 +89,27 @@ class Clock:
         self.gc_seconds = 0.0
         self.collections = 0
         self._start = 0.0
-        self._collecting = 0.0
+        self._collecting: float | None = None
 
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             self._collecting = time.perf_counter()
-        else:
+        elif self._collecting is not None:
             self.gc_seconds += time.perf_counter() - self._collecting
             self.collections += 1
+            self._collecting = None
 
     def __enter__(self) -> Clock:
         gc.collect()
-        gc.callbacks.append(self._on_gc)
+        # The clock starts before the collector is timed and stops after, so that every
+        # collection counted lies within the run: ``gc_seconds`` never exceeds ``seconds``.
         self._start = time.perf_counter()
+        gc.callbacks.append(self._on_gc)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.seconds = time.perf_counter() - self._start
         gc.callbacks.remove(self._on_gc)
+        self.seconds = time.perf_counter() - self._start
         Clock.last = self
 
 
